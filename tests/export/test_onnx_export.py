@@ -1,0 +1,116 @@
+"""The deploy graph: fixed size, dynamic batch, dilated Convs, align-corners Resize, I/O transposes only."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tensorflow as tf
+
+from cpsl_tf.export.onnx_export import (
+    convert,
+    deploy_function,
+    expected_dilated_convs,
+    export_onnx,
+    float32_model,
+    graph_problems,
+    graph_report,
+)
+from tests.export.conftest import standin_segmenter
+
+H, W = 32, 48
+
+
+def run(model_proto, x):
+    session = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {session.get_inputs()[0].name: x})))
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_graph_has_dilated_convs_align_corners_resize_and_io_transposes_only(tiny_model, layout, rng):
+    model, meta = tiny_model
+    fn = deploy_function(model, H, W, layout=layout, outputs=("logits", "class_map"))
+    proto = convert(fn, opset=17)
+    report = graph_report(proto)
+    assert report["opset"] == 17
+    assert report["space_to_batch_nodes"] == 0
+    assert report["dilated_convs"] == expected_dilated_convs(model) > 0
+    assert report["resize_modes"] == [("linear", "align_corners")]
+    assert graph_problems(report, align_corners=True, expected_dilated=expected_dilated_convs(model)) == []
+    assert len(report["transposes"]) <= 2
+    # Dynamic batch, fixed size.
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param
+    assert [d.dim_value for d in dims[1:]] == ([3, H, W] if layout == "nchw" else [H, W, 3])
+    x = rng.random((3, H, W, 3), dtype=np.float32)
+    feed = x.transpose(0, 3, 1, 2) if layout == "nchw" else x
+    got = run(proto, feed)
+    ref = fn(tf.constant(feed))
+    np.testing.assert_allclose(got["logits"], ref["logits"].numpy(), atol=1e-4)
+    assert got["class_map"].dtype == np.uint8 and got["class_map"].shape == (3, H, W)
+    # Independent reference for the class map: argmax of Keras logits resized in NumPy-free TF.
+    logits = model(x, training=False)["logits"]
+    up = tf.compat.v1.image.resize_bilinear(logits, (H, W), align_corners=True).numpy()
+    expected_map = up.argmax(-1)
+    assert (got["class_map"] == expected_map).mean() > 0.999
+
+
+def test_graph_check_catches_half_pixel_resize_and_missing_dilation(tiny_model):
+    model, _ = tiny_model
+    proto = convert(deploy_function(model, H, W, align_corners=False), opset=17)
+    report = graph_report(proto)
+    problems = graph_problems(report, align_corners=True, expected_dilated=expected_dilated_convs(model) + 1)
+    assert any("half_pixel" in p for p in problems)
+    assert any("dilations" in p for p in problems)
+
+
+def test_dynamic_spatial_size_lowers_dilation_through_space_to_batch():
+    # Why the deploy graph has a fixed size: with unknown H/W TF emits SpaceToBatchND for dilated convs.
+    model = standin_segmenter()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="image")])
+    def dynamic(image):
+        return {"logits": model(image, training=False)["logits"]}
+
+    report = graph_report(convert(dynamic, opset=17))
+    assert report["space_to_batch_nodes"] > 0
+    assert graph_problems(report, align_corners=True)
+
+
+def test_export_writes_argmax_int32_model_and_opset_is_configurable(tiny_model, tmp_path, rng):
+    model, _ = tiny_model
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, height=H, width=W, output="argmax", argmax_dtype="int32", opset=13)
+    proto = onnx.load(path)
+    assert graph_report(proto)["opset"] == 13
+    assert [o.name for o in proto.graph.output] == ["class_map"]
+    out = run(proto, rng.random((1, H, W, 3), dtype=np.float32))
+    assert out["class_map"].dtype == np.int32
+
+
+def test_mixed_precision_model_is_rebuilt_in_float32_with_the_same_weights(rng):
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        mixed = standin_segmenter(dtype="mixed_float16")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert mixed.layers[1].dtype_policy.name == "mixed_float16"
+    clean = float32_model(mixed)
+    assert all(layer.dtype_policy.name == "float32" for layer in clean.layers)
+    for a, b in zip(mixed.get_weights(), clean.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = rng.random((1, H, W, 3), dtype=np.float32)
+    out = clean(x)["logits"]
+    assert out.dtype == "float32"
+    np.testing.assert_allclose(out, mixed(x)["logits"].numpy().astype(np.float32), atol=0.05)
+
+
+def test_bad_arguments_are_named():
+    model = standin_segmenter()
+    with pytest.raises(ValueError, match="layout"):
+        deploy_function(model, H, W, layout="chw")
+    with pytest.raises(ValueError, match="argmax_dtype"):
+        deploy_function(model, H, W, argmax_dtype="int64")
