@@ -1,0 +1,319 @@
+"""Evaluate a model, or a folder of predicted label PNGs, on a labelled dataset split.
+
+Model protocol (``official-code-notes.md`` section 10): single scale, no flip; each image is scaled to
+[0, 1] and resized to ``image_size``; logits are upsampled bilinearly (``align_corners`` of the model)
+to the resolution of the label file; argmax; one confusion matrix over the whole split.
+
+Prediction folders hold one PNG per ground-truth image, matched by the Cityscapes basename
+(``<city>_<seq>_<frame>``) found in the file name (``aachen_000000_000019_leftImg8bit.png`` or
+``aachen_000000_000019.png`` anywhere under the folder), as the Cityscapes benchmark expects. Pixel values
+are Cityscapes labelIds (``pred_format="labelid"``) or class indices (``"trainid"``); values that are no
+class of the protocol count as misses of the ground-truth class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from cpsl_tf.data import datasets
+from cpsl_tf.evaluation.confusion import ConfusionMatrixMetric
+from cpsl_tf.evaluation.table import default_subsets, format_table, report
+from cpsl_tf.io_utils import atomic_write_json
+from cpsl_tf.labels import IGNORE_INDEX, map_labels
+from cpsl_tf.metrics import confusion_matrix
+from cpsl_tf.resize import resize_bilinear
+
+log = logging.getLogger(__name__)
+
+# Splits with at least this many images show a progress bar.
+PROGRESS_MIN_IMAGES = 20
+PRED_FORMATS = ("labelid", "trainid")
+_CITYSCAPES_BASENAME = re.compile(r"[A-Za-z]+(?:[-_][A-Za-z]+)*_\d{6}_\d{6}")
+
+
+class EvaluationError(ValueError):
+    """Inputs that cannot be evaluated (no labels, missing or mismatched predictions)."""
+
+
+def preprocess_image(image: np.ndarray, image_size: Sequence[int] | None) -> tf.Tensor:
+    """uint8 RGB (H, W, 3) -> float32 [0, 1] resized to ``image_size`` (half-pixel bilinear)."""
+    x = tf.convert_to_tensor(image, dtype=tf.uint8)
+    x = tf.cast(x, tf.float32) / 255.0
+    if image_size is not None and tuple(image.shape[:2]) != tuple(image_size):
+        x = resize_bilinear(x, tuple(int(v) for v in image_size), align_corners=False)
+    return x
+
+
+def _require_labels(samples: Sequence[datasets.Sample]) -> None:
+    if not samples:
+        raise EvaluationError("no samples to evaluate")
+    unlabelled = [s.name for s in samples if s.label is None]
+    if unlabelled:
+        raise EvaluationError(f"{len(unlabelled)} sample(s) have no ground-truth label file "
+                              f"(first: {', '.join(unlabelled[:5])}); evaluation needs labels")
+
+
+def _batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), batch_size):
+        yield items[start:start + batch_size]
+
+
+def _prefetched(batches: Iterator[Sequence], load: Callable, workers: int = 2) -> Iterator[list]:
+    """Load each batch's items in a thread pool, one batch ahead of the consumer (bounded memory)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: list[Future] | None = None
+        for batch in batches:
+            submitted = [pool.submit(load, item) for item in batch]
+            if pending is not None:
+                yield [f.result() for f in pending]
+            pending = submitted
+        if pending is not None:
+            yield [f.result() for f in pending]
+
+
+def _logits_of(output):
+    if isinstance(output, dict):
+        if "logits" not in output:
+            raise EvaluationError(f"model output has keys {sorted(output)}, expected 'logits'")
+        return output["logits"]
+    return output
+
+
+def _progress(total: int, progress: bool | None, desc: str):
+    show = total >= PROGRESS_MIN_IMAGES if progress is None else progress
+    return tqdm(total=total, desc=desc, unit="img", disable=not show, file=sys.stderr)
+
+
+def evaluate_model(
+    model,
+    samples: Sequence[datasets.Sample],
+    num_classes: int,
+    image_size: Sequence[int] | None = None,
+    batch_size: int = 2,
+    align_corners: bool = True,
+    load_image: Callable[[Path], np.ndarray] = datasets.load_image,
+    load_label: Callable[[Path, str, int], np.ndarray] = datasets.load_label,
+    subsets: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Single-scale evaluation of ``model`` (RGB [0, 1] in; logits, or a dict with ``"logits"``, out).
+
+    Returns the :func:`cpsl_tf.evaluation.table.report` dict (``miou``, ``mpa``, ``pa``, ``fwiou``,
+    per-class ``classes``, ``subsets``, ``confusion``) plus ``num_images``. ``image_size`` = (H, W) the
+    model input size (``None``: each image's own size; images of one batch must then agree).
+    """
+    _require_labels(samples)
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size must be at least 1, got {batch_size}")
+    metric = ConfusionMatrixMetric(num_classes, align_corners=align_corners)
+
+    @tf.function(reduce_retracing=True)
+    def predict(images):
+        return _logits_of(model(images, training=False))
+
+    def load(sample):
+        image = preprocess_image(load_image(sample.image), image_size)
+        label = load_label(sample.label, sample.dataset, num_classes)
+        return image, label
+
+    with _progress(len(samples), progress, "evaluate") as bar:
+        for loaded in _prefetched(_batches(list(samples), batch_size), load):
+            shapes = {tuple(image.shape) for image, _ in loaded}
+            if len(shapes) > 1:
+                raise EvaluationError(f"images of one batch differ in size {sorted(shapes)}; pass "
+                                      "image_size to resize them to the model's input size")
+            logits = predict(tf.stack([image for image, _ in loaded]))
+            if logits.shape[-1] != num_classes:
+                raise EvaluationError(f"model gives {logits.shape[-1]} classes, expected {num_classes}")
+            for index, (_, label) in enumerate(loaded):
+                metric.update_state(label[np.newaxis], logits[index:index + 1])
+            bar.update(len(loaded))
+    result = report(metric.confusion(), num_classes, class_names, subsets)
+    result["num_images"] = len(samples)
+    return result
+
+
+# --------------------------------------------------------------------------------------------- folders
+
+
+def match_key(name: str) -> str:
+    """The Cityscapes basename in a sample name or prediction path, else the name itself."""
+    found = _CITYSCAPES_BASENAME.search(Path(name).name)
+    return found.group(0) if found else name
+
+
+def index_predictions(pred_dir: str | Path) -> dict[str, Path]:
+    """Prediction PNGs under ``pred_dir`` (recursive) by :func:`match_key`; two files for one key fail."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise EvaluationError(f"prediction folder {pred_dir} does not exist or is not a folder")
+    found: dict[str, Path] = {}
+    for path in sorted(pred_dir.rglob("*.png")):
+        key = match_key(path.relative_to(pred_dir).as_posix().removesuffix(".png"))
+        if key in found:
+            raise EvaluationError(f"two predictions for {key!r}: {found[key]} and {path}")
+        found[key] = path
+    return found
+
+
+def prediction_classes(raw: np.ndarray, pred_format: str, num_classes: int) -> np.ndarray:
+    """Class indices of a prediction image; values that are no class become ``IGNORE_INDEX``."""
+    if pred_format == "labelid":
+        return map_labels(raw, "cityscapes", num_classes)
+    if pred_format == "trainid":
+        out = np.asarray(raw).astype(np.int64)
+        return np.where((out >= 0) & (out < num_classes), out, IGNORE_INDEX).astype(np.uint8)
+    raise EvaluationError(f"pred_format must be one of {PRED_FORMATS}, got {pred_format!r}")
+
+
+def evaluate_predictions(
+    pred_dir: str | Path,
+    samples: Sequence[datasets.Sample],
+    num_classes: int,
+    pred_format: str = "labelid",
+    load_label: Callable[[Path, str, int], np.ndarray] = datasets.load_label,
+    subsets: Sequence[int] | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Score a folder of predicted label PNGs against the samples' ground truth (see module docstring)."""
+    _require_labels(samples)
+    predictions = index_predictions(pred_dir)
+    missing = [s.name for s in samples if match_key(s.name) not in predictions]
+    if missing:
+        raise EvaluationError(f"{len(missing)} of {len(samples)} image(s) have no prediction PNG in "
+                              f"{pred_dir} (first: {', '.join(missing[:5])})")
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    void = np.zeros(num_classes, dtype=np.int64)
+
+    def load(sample):
+        path = predictions[match_key(sample.name)]
+        pred = prediction_classes(datasets.read_raw_label(path, "cityscapes"), pred_format, num_classes)
+        return sample, path, pred, load_label(sample.label, sample.dataset, num_classes)
+
+    with _progress(len(samples), progress, "evaluate") as bar:
+        for loaded in _prefetched(_batches(list(samples), 8), load):
+            for sample, path, pred, gt in loaded:
+                if pred.shape != gt.shape:
+                    raise EvaluationError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} (WxH) "
+                                          f"but the label {sample.label} is {gt.shape[1]}x{gt.shape[0]}")
+                is_void = pred == IGNORE_INDEX
+                conf += confusion_matrix(gt[~is_void], pred[~is_void], num_classes)
+                missed = gt[is_void & (gt < num_classes)]
+                void += np.bincount(missed, minlength=num_classes)[:num_classes]
+            bar.update(len(loaded))
+    result = report(conf, num_classes, subsets=subsets, void_predictions=void)
+    result["num_images"] = len(samples)
+    return result
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/evaluate.py",
+        description="Evaluate a checkpoint, or a folder of predicted label PNGs, on a labelled split.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="model weights (.weights.h5 with its sidecar JSON)")
+    source.add_argument("--predictions", help="folder of predicted label PNGs")
+    parser.add_argument("--config", help="config JSON (default: the checkpoint's sidecar metadata)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. --set data.target_size=[512,1024]")
+    parser.add_argument("--dataset", help="cityscapes | folder | bench (default: the config's data.target)")
+    parser.add_argument("--root", help="dataset root (default: the config's data.target_root)")
+    parser.add_argument("--split", help="split (default: the config's eval.split, else val)")
+    parser.add_argument("--num-classes", type=int,
+                        help="class protocol (default: checkpoint/config, else 19)")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="model input size (default: the config's data.target_size, else native)")
+    parser.add_argument("--batch-size", type=int, help="default: the config's eval.batch_size, else 1")
+    parser.add_argument("--pred-format", choices=PRED_FORMATS, default="labelid",
+                        help="pixel values of prediction PNGs (default: Cityscapes labelIds)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images")
+    parser.add_argument("--out", help="results JSON (default: beside the checkpoint / in the prediction "
+                                      "folder)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _model_settings(args, parser) -> dict:
+    """Model, protocol and data settings from the checkpoint metadata, the config and the flags."""
+    from cpsl_tf.models.checkpoint import load_segmenter
+
+    model, meta = load_segmenter(args.checkpoint)
+    settings = {"model": model, "num_classes": meta.get("num_classes"),
+                "class_names": meta.get("class_names"),
+                "align_corners": (meta.get("model") or {}).get("align_corners", True), "image_size": None,
+                "batch_size": 1, "dataset": None, "root": None, "split": "val", "subsets": None}
+    if args.config:
+        from cpsl_tf.config import load_config
+
+        cfg = load_config(args.config, args.overrides)
+        if settings["num_classes"] not in (None, cfg.data.num_classes):
+            parser.error(f"checkpoint {args.checkpoint} has {settings['num_classes']} classes but "
+                         f"{args.config} sets data.num_classes={cfg.data.num_classes}")
+        settings.update(num_classes=cfg.data.num_classes, align_corners=cfg.model.align_corners,
+                        image_size=cfg.data.target_size, batch_size=cfg.eval.batch_size,
+                        dataset=datasets.reader_for(cfg.data.target, "target"), root=cfg.data.target_root,
+                        split=cfg.eval.split,
+                        subsets=sorted(set(cfg.eval.report_subsets)
+                                       | set(default_subsets(cfg.data.num_classes))))
+    elif args.overrides:
+        parser.error("--set needs --config")
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    progress = False if args.quiet else None
+    if args.checkpoint:
+        settings = _model_settings(args, parser)
+    else:
+        if args.config or args.overrides:
+            parser.error("--config/--set apply to --checkpoint; give --dataset/--root/--num-classes")
+        settings = {"num_classes": None, "dataset": None, "root": None, "split": "val", "subsets": None}
+    num_classes = args.num_classes or settings["num_classes"] or 19
+    dataset = datasets.reader_for(args.dataset, "target") if args.dataset else settings["dataset"]
+    root = args.root or settings["root"]
+    split = args.split or settings["split"]
+    if dataset is None or root is None:
+        parser.error("give --dataset and --root (or --config with data.target / data.target_root)")
+    samples = datasets.list_samples(dataset, root, split, num_classes, require_labels=True)
+    if args.limit:
+        samples = samples[:args.limit]
+
+    if args.checkpoint:
+        image_size = args.image_size or settings["image_size"]
+        result = evaluate_model(
+            settings["model"], samples, num_classes, image_size=image_size,
+            batch_size=args.batch_size or settings["batch_size"], align_corners=settings["align_corners"],
+            subsets=settings["subsets"], class_names=settings["class_names"], progress=progress)
+        result.update(checkpoint=str(args.checkpoint), image_size=list(image_size) if image_size else None,
+                      align_corners=settings["align_corners"])
+        out = Path(args.out) if args.out else Path(
+            str(args.checkpoint).removesuffix(".weights.h5") + f".eval-{dataset}-{split}.json")
+    else:
+        result = evaluate_predictions(args.predictions, samples, num_classes, args.pred_format,
+                                      subsets=settings["subsets"], progress=progress)
+        result.update(predictions=str(args.predictions), pred_format=args.pred_format)
+        out = Path(args.out) if args.out else Path(args.predictions) / f"evaluation-{dataset}-{split}.json"
+    result.update(dataset=dataset, root=str(root), split=split)
+    print(f"{dataset} {split}: {len(samples)} images")
+    print(format_table(result))
+    atomic_write_json(out, result)
+    print(f"wrote {out}")
+    return 0
