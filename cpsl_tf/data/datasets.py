@@ -20,6 +20,7 @@ colours, so 8-bit labels are read with Pillow. SYNTHIA's 16-bit labels are read 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,9 +299,9 @@ def _read_bytes(path: Path) -> np.ndarray:
         raise DatasetError(f"cannot read {path}: {error.strerror or error}") from error
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | bytes | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB image; raises :class:`DatasetError` naming the file if it cannot be decoded."""
-    path = Path(path)
+    path = Path(os.fsdecode(path))  # bytes paths arrive from tf.numpy_function
     data = _read_bytes(path)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
@@ -308,9 +309,9 @@ def load_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_raw_label(path: str | Path, dataset: str) -> np.ndarray:
+def read_raw_label(path: str | bytes | Path, dataset: str) -> np.ndarray:
     """(H, W) int32 raw label ids as stored in the file (before mapping to classes)."""
-    path = Path(path)
+    path = Path(os.fsdecode(path))  # bytes paths arrive from tf.numpy_function
     if _label_table_name(dataset) == "synthia":
         data = _read_bytes(path)
         raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
@@ -336,7 +337,7 @@ def read_raw_label(path: str | Path, dataset: str) -> np.ndarray:
     return raw.astype(np.int32)
 
 
-def load_label(path: str | Path, dataset: str, num_classes: int = 19) -> np.ndarray:
+def load_label(path: str | bytes | Path, dataset: str, num_classes: int = 19) -> np.ndarray:
     """(H, W) uint8 class indices of the ``num_classes`` protocol, 255 = ignore."""
     return map_labels(read_raw_label(path, dataset), _label_table_name(dataset), num_classes)
 

@@ -227,15 +227,20 @@ def plot_class_histogram(report: dict, path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = list(report["class_pixels"])
     pixels = np.array([report["class_pixels"][n] for n in names], dtype=np.float64)
     share = 100 * pixels / max(pixels.sum(), 1)
     colours = palette(report["num_classes"]) / 255.0
     figure, axes = plt.subplots(figsize=(10, 4))
-    axes.bar(range(len(names)), share, color=colours, edgecolor="black", linewidth=0.5)
+    bars = axes.bar(range(len(names)), share, color=colours, edgecolor="black", linewidth=0.5)
+    axes.bar_label(bars, labels=[f"{s:.2g}" if s > 0 else "0" for s in share], fontsize=7)
     axes.set_xticks(range(len(names)), names, rotation=60, ha="right")
     axes.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
     axes.set_ylabel("% of valid pixels")
     split = f" {report['split']}" if report["split"] else ""
     axes.set_title(f"{report['dataset']}{split}: {report['num_samples']} samples")

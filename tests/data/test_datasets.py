@@ -121,7 +121,7 @@ def test_load_image_returns_rgb(tmp_path):
     bgr = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     bgr[..., 0] = 200  # blue in OpenCV's order
     cv2.imwrite(str(path), bgr)
-    image = load_image(path)
+    image = load_image(str(path).encode())  # tf.numpy_function passes bytes
     assert image.dtype == np.uint8 and image.shape == (HEIGHT, WIDTH, 3)
     assert (image[..., 2] == 200).all() and (image[..., :2] == 0).all()
 
