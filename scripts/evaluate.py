@@ -6,9 +6,11 @@ Examples:
   python scripts/evaluate.py --predictions preds/ --dataset cityscapes --root data/cityscapes --split val
 """
 
+import os
 import sys
 from pathlib import Path
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
