@@ -46,11 +46,15 @@ class EvaluationError(ValueError):
 
 
 def preprocess_image(image: np.ndarray, image_size: Sequence[int] | None) -> tf.Tensor:
-    """uint8 RGB (H, W, 3) -> float32 [0, 1] resized to ``image_size`` (half-pixel bilinear)."""
+    """uint8 RGB (H, W, 3) -> float32 [0, 1] resized to ``image_size``.
+
+    Align-corners bilinear, the resize of the training views (``cpsl_tf.data.views``), so a model sees
+    target images at evaluation as it saw them in training.
+    """
     x = tf.convert_to_tensor(image, dtype=tf.uint8)
     x = tf.cast(x, tf.float32) / 255.0
     if image_size is not None and tuple(image.shape[:2]) != tuple(image_size):
-        x = resize_bilinear(x, tuple(int(v) for v in image_size), align_corners=False)
+        x = resize_bilinear(x, tuple(int(v) for v in image_size), align_corners=True)
     return x
 
 

@@ -73,7 +73,7 @@ def test_evaluate_model_matches_numpy_protocol(tmp_path, rng, image_size):
     for image, classes in truth.values():
         x = image[np.newaxis].astype(np.float32) / 255.0
         if image_size is not None:
-            x = numpy_bilinear(x, image_size, align_corners=False).astype(np.float32)
+            x = numpy_bilinear(x, image_size, align_corners=True).astype(np.float32)
         logits = keras.ops.convert_to_numpy(model(x)["logits"])
         pred = numpy_bilinear(logits, (HEIGHT, WIDTH), align_corners=True).argmax(-1)[0]
         conf += confusion_matrix(classes, pred, 19)
@@ -179,7 +179,7 @@ def test_checkpoint_cli_takes_settings_from_config(tmp_path, rng, monkeypatch):
     result = json.loads(out.read_text())
     conf = np.zeros((19, 19), dtype=np.int64)
     for image, classes in truth.values():
-        x = numpy_bilinear(image[np.newaxis].astype(np.float32) / 255.0, (12, 24), False).astype(np.float32)
+        x = numpy_bilinear(image[np.newaxis].astype(np.float32) / 255.0, (12, 24), True).astype(np.float32)
         logits = keras.ops.convert_to_numpy(model(x)["logits"])
         conf += confusion_matrix(classes, numpy_bilinear(logits, (HEIGHT, WIDTH), False).argmax(-1)[0], 19)
     np.testing.assert_array_equal(np.array(result["confusion"]), conf)
