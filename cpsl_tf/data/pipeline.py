@@ -1,0 +1,212 @@
+"""tf.data pipelines: the zipped source/target training stream and the evaluation stream.
+
+Training (``make_training_dataset``): the source and target streams are each an endless, per-epoch
+reshuffled sequence of sample indices (a full shuffle of indices, so ``data.shuffle_buffer`` is not
+needed), mapped in parallel (decode + views) with ``deterministic=True``, zipped element by element
+(CutMix needs both), batched with ``drop_remainder`` and prefetched. Every element's randomness comes from
+a stateless seed (run seed, stream, position in the stream), so two runs with the same seed yield the same
+batches. Batches are dicts (sizes: crop = data.crop_size, full = data.target_size):
+
+=================  =======================================  ==========================================
+key                shape / dtype                            content
+=================  =======================================  ==========================================
+source_image       (B, crop, 3) float32 in [0, 1]           source weak view (+ photometric aug if
+                                                            data.source_photometric)
+source_label       (B, crop) uint8, 255 ignore              source labels in the same geometry
+target_image       (B, crop, 3) float32                     target weak view (CutMix'ed if it fired)
+target_strong      (B, crop, 3) float32                     strong view of the un-mixed weak crop
+strong_params      dict of (B, k) float32                   ``cpsl_tf.data.strong`` parameters
+weak_params        dict scaled_size (B, 2), crop_box (B, 4),  ``cpsl_tf.data.views`` parameters
+                   flip (B,) int32
+target_full        (B, full, 3) float32                     un-augmented target, align-corners resize
+target_soft        (B, crop / soft_stride, C) float32       P_ST in the crop frame (pseudo_lookup only)
+cutmix_box         (B, 4) int32 [y1, x1, y2, x2]            empty box when CutMix did not fire
+cutmix             (B,) bool
+=================  =======================================  ==========================================
+
+Evaluation (``make_eval_dataset``): (image, label) with the image resized (align-corners bilinear) to
+``size`` and the label kept at its own resolution, as the official protocol (predictions are upsampled to
+the label). Batching needs one label size per split (true for Cityscapes and the benchmark); samples
+without a label file yield the image only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from cpsl_tf.config import Config
+from cpsl_tf.data.cutmix import cutmix
+from cpsl_tf.data.strong import StrongAugment, color_jitter, gaussian_blur, strong_view
+from cpsl_tf.data.views import weak_view
+from cpsl_tf.resize import resize_bilinear
+
+SOURCE_STREAM, TARGET_STREAM, PAIR_STREAM = 1, 2, 3
+
+
+def _default_loaders(load_image, load_label):
+    if load_image is None or load_label is None:
+        from cpsl_tf.data import datasets
+
+        load_image = load_image or datasets.load_image
+        load_label = load_label or datasets.load_label
+    return load_image, load_label
+
+
+def _image_reader(samples, load_image):
+    paths = [str(s.image) for s in samples]
+
+    def read(index):
+        image = np.asarray(load_image(paths[int(index)]))
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"{paths[int(index)]}: load_image must give (H, W, 3) uint8, got "
+                             f"{image.shape} {image.dtype}")
+        return image
+
+    def op(index):
+        image = tf.numpy_function(read, [index], tf.uint8, stateful=False)
+        image.set_shape([None, None, 3])
+        return image
+
+    return op
+
+
+def _label_reader(samples, load_label, num_classes):
+    missing = [s.name for s in samples if s.label is None]
+    if missing:
+        raise ValueError(f"labels are required but {len(missing)} sample(s) have none, e.g. {missing[0]!r}")
+
+    def read(index):
+        sample = samples[int(index)]
+        return np.asarray(load_label(str(sample.label), sample.dataset, num_classes), np.uint8)
+
+    def op(index):
+        label = tf.numpy_function(read, [index], tf.uint8, stateful=False)
+        label.set_shape([None, None])
+        return label
+
+    return op
+
+
+def _soft_reader(samples, pseudo_lookup, num_classes):
+    names = [s.name for s in samples]
+
+    def read(index):
+        soft = np.asarray(pseudo_lookup(names[int(index)]), np.float32)
+        if soft.ndim != 3 or soft.shape[-1] != num_classes:
+            raise ValueError(f"pseudo-label map of {names[int(index)]!r}: expected (h, w, {num_classes}), "
+                             f"got {soft.shape}")
+        return soft
+
+    def op(index):
+        soft = tf.numpy_function(read, [index], tf.float32, stateful=False)
+        soft.set_shape([None, None, num_classes])
+        return soft
+
+    return op
+
+
+def _index_stream(count: int, seed: int, stream: int):
+    """(position, sample index) pairs: endless, reshuffled every epoch, deterministic for ``seed``."""
+    if count == 0:
+        raise ValueError(f"the {'source' if stream == SOURCE_STREAM else 'target'} sample list is empty")
+    indices = tf.data.Dataset.range(count).shuffle(count, seed=seed * 4 + stream,
+                                                   reshuffle_each_iteration=True).repeat()
+    return tf.data.Dataset.zip(tf.data.Dataset.counter(), indices)
+
+
+def _element_seed(seed: int, stream: int, position):
+    return tf.stack([tf.constant(seed, tf.int64), position * 4 + stream])
+
+
+def source_photometric(image, seed):
+    """Photometric augmentation of the source weak view: blur and colour jitter, each with p 0.5."""
+    blur_seed, jitter_seed, apply_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    x = image * 255.0
+    x = tf.cond(tf.random.stateless_uniform([], blur_seed) < 0.5, lambda: gaussian_blur(x, 1.0), lambda: x)
+    x = tf.cond(tf.random.stateless_uniform([], apply_seed) < 0.5, lambda: color_jitter(x, jitter_seed, 0.4),
+                lambda: x)
+    return x / 255.0
+
+
+def make_training_dataset(source_samples: Sequence, target_samples: Sequence, cfg: Config, seed: int,
+                          pseudo_lookup: Callable[[str], np.ndarray] | None = None, *,
+                          load_image: Callable | None = None, load_label: Callable | None = None,
+                          strong: StrongAugment | None = None, soft_stride: int = 4,
+                          batch_size: int | None = None) -> tf.data.Dataset:
+    """The zipped source/target training stream for ``model.fit`` (see the module docstring)."""
+    load_image, load_label = _default_loaders(load_image, load_label)
+    strong = strong or StrongAugment()
+    d = cfg.data
+    crop = list(d.crop_size)
+    batch_size = batch_size or cfg.train.batch_size
+    geometry = {"crop_size": crop, "scale_range": list(d.scale_range), "hflip": d.hflip}
+    read_source = _image_reader(source_samples, load_image)
+    read_source_label = _label_reader(source_samples, load_label, d.num_classes)
+    read_target = _image_reader(target_samples, load_image)
+    read_soft = _soft_reader(target_samples, pseudo_lookup, d.num_classes) if pseudo_lookup else None
+
+    def source_element(position, index):
+        element_seed = _element_seed(seed, SOURCE_STREAM, position)
+        view_seed, photo_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
+        view = weak_view(view_seed, read_source(index), read_source_label(index),
+                         base_size=d.source_size, **geometry)
+        image = source_photometric(view["image"], photo_seed) if d.source_photometric else view["image"]
+        return {"source_image": image, "source_label": view["label"]}
+
+    def target_element(position, index):
+        element_seed = _element_seed(seed, TARGET_STREAM, position)
+        view_seed, strong_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
+        image = read_target(index)
+        soft = read_soft(index) if read_soft else None
+        view = weak_view(view_seed, image, None, soft, base_size=d.target_size, soft_stride=soft_stride,
+                         **geometry)
+        strong_image, strong_params = strong_view(view["image"], strong_seed, strong)
+        full = resize_bilinear(tf.cast(image, tf.float32), d.target_size) / 255.0
+        full.set_shape([d.target_size[0], d.target_size[1], 3])
+        out = {"target_image": view["image"], "target_strong": strong_image, "strong_params": strong_params,
+               "weak_params": view["params"], "target_full": full}
+        if soft is not None:
+            out["target_soft"] = view["soft"]
+        return out
+
+    def mix(position, pair):
+        source, target = pair
+        mixed, box, applied = cutmix(_element_seed(seed, PAIR_STREAM, position), target["target_image"],
+                                     source["source_image"], cfg.cpsl.cutmix_prob)
+        return {**source, **target, "target_image": mixed, "cutmix_box": box, "cutmix": applied}
+
+    autotune = tf.data.AUTOTUNE
+    sources = _index_stream(len(source_samples), seed, SOURCE_STREAM).map(
+        source_element, num_parallel_calls=autotune, deterministic=True)
+    targets = _index_stream(len(target_samples), seed, TARGET_STREAM).map(
+        target_element, num_parallel_calls=autotune, deterministic=True)
+    pairs = tf.data.Dataset.zip(tf.data.Dataset.counter(), tf.data.Dataset.zip(sources, targets))
+    return (pairs.map(mix, num_parallel_calls=autotune, deterministic=True)
+            .batch(batch_size, drop_remainder=True)
+            .prefetch(autotune))
+
+
+def make_eval_dataset(samples: Sequence, size: Sequence[int], batch_size: int, num_classes: int = 19, *,
+                      load_image: Callable | None = None,
+                      load_label: Callable | None = None) -> tf.data.Dataset:
+    """(image (B, size, 3) float32 in [0, 1], label (B, H, W) uint8 at its own resolution), in order."""
+    load_image, load_label = _default_loaders(load_image, load_label)
+    if not samples:
+        raise ValueError("make_eval_dataset: the sample list is empty")
+    read_image = _image_reader(samples, load_image)
+    with_labels = all(s.label is not None for s in samples)
+    read_label = _label_reader(samples, load_label, num_classes) if with_labels else None
+    size = list(size)
+
+    def element(index):
+        image = resize_bilinear(tf.cast(read_image(index), tf.float32), size) / 255.0
+        image.set_shape([size[0], size[1], 3])
+        return (image, read_label(index)) if read_label else image
+
+    return (tf.data.Dataset.range(len(samples))
+            .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,81 @@
+"""Training and evaluation tf.data pipelines on in-memory samples (no files)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cpsl_tf.config import load_config
+from cpsl_tf.data.pipeline import make_eval_dataset, make_training_dataset
+
+
+@dataclasses.dataclass
+class FakeSample:
+    name: str
+    image: Path
+    label: Path | None
+    dataset: str
+
+
+def _memory(count, prefix, rng, size=(16, 32)):
+    images = {f"{prefix}{i}.png": rng.integers(0, 256, size=(*size, 3), dtype=np.uint8) for i in range(count)}
+    labels = {f"{prefix}{i}_gt.png": rng.integers(0, 19, size=size, dtype=np.uint8) for i in range(count)}
+    samples = [FakeSample(f"{prefix}{i}", Path(f"{prefix}{i}.png"), Path(f"{prefix}{i}_gt.png"), "bench")
+               for i in range(count)]
+    return samples, images, labels
+
+
+@pytest.fixture
+def setup(rng):
+    src, src_images, src_labels = _memory(5, "s", rng)
+    tgt, tgt_images, _ = _memory(4, "t", rng)
+    images = {**src_images, **tgt_images}
+    cfg = load_config(None, ["data.source_size=[16,32]", "data.target_size=[16,32]", "data.crop_size=[8,16]",
+                             "train.batch_size=2", "cpsl.cutmix_prob=0.5"])
+    soft = {s.name: rng.random((4, 8, 19)).astype(np.float16) for s in tgt}
+    loaders = {"load_image": lambda p: images[p], "load_label": lambda p, ds, n: src_labels[p]}
+    return src, tgt, cfg, soft, loaders, images
+
+
+def _first(dataset, count=1):
+    return [batch for batch, _ in zip(dataset, range(count))]
+
+
+def test_batches_have_the_documented_structure(setup):
+    src, tgt, cfg, soft, loaders, images = setup
+    batch = _first(make_training_dataset(src, tgt, cfg, seed=3, pseudo_lookup=soft.__getitem__, **loaders))[0]
+    assert batch["source_image"].shape == (2, 8, 16, 3) and batch["source_label"].dtype == "uint8"
+    assert batch["target_strong"].shape == (2, 8, 16, 3) and batch["target_full"].shape == (2, 16, 32, 3)
+    assert batch["target_soft"].shape == (2, 2, 4, 19)
+    assert batch["strong_params"]["matrix"].shape == (2, 6)
+    assert batch["weak_params"]["crop_box"].shape == (2, 4) and batch["cutmix_box"].shape == (2, 4)
+    for key in ("source_image", "target_image", "target_strong", "target_full"):
+        values = batch[key].numpy()
+        assert values.dtype == np.float32 and values.min() >= 0.0 and values.max() <= 1.0
+    # The full target image is the un-augmented image of one of the target samples.
+    full = np.round(batch["target_full"].numpy()[0] * 255)
+    assert any(np.array_equal(full, images[f"t{i}.png"]) for i in range(4))
+
+
+def test_same_seed_same_batches_other_seed_other_batches(setup):
+    src, tgt, cfg, soft, loaders, _ = setup
+    a = _first(make_training_dataset(src, tgt, cfg, seed=7, pseudo_lookup=soft.__getitem__, **loaders), 3)
+    b = _first(make_training_dataset(src, tgt, cfg, seed=7, pseudo_lookup=soft.__getitem__, **loaders), 3)
+    c = _first(make_training_dataset(src, tgt, cfg, seed=8, pseudo_lookup=soft.__getitem__, **loaders), 3)
+    for x, y in zip(a, b):
+        for key in ("source_image", "source_label", "target_image", "target_strong", "target_soft"):
+            np.testing.assert_array_equal(x[key].numpy(), y[key].numpy())
+        np.testing.assert_array_equal(x["strong_params"]["official"], y["strong_params"]["official"])
+    assert not np.array_equal(a[0]["target_strong"].numpy(), c[0]["target_strong"].numpy())
+
+
+def test_eval_dataset_keeps_label_resolution(setup, rng):
+    src, _, _, _, loaders, images = setup
+    batches = list(make_eval_dataset(src, (8, 16), batch_size=2, **loaders))
+    assert [b[0].shape[0] for b in batches] == [2, 2, 1]
+    image, label = batches[0]
+    assert image.shape == (2, 8, 16, 3) and label.shape == (2, 16, 32)
+    np.testing.assert_allclose(image.numpy()[0, 0, 0] * 255, images["s0.png"][0, 0], atol=1e-3)
