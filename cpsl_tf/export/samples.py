@@ -40,17 +40,11 @@ def folder_samples(images: str | Path, labels: str | Path | None = None,
 
 def dataset_samples(dataset: str, root: str | Path, split: str, num_classes: int = 19,
                     limit: int | None = None) -> list:
-    """Samples of a dataset split through the data package (images and train-id labels)."""
-    try:
-        from cpsl_tf.data import datasets
-    except ImportError as err:
-        raise RuntimeError("--dataset needs cpsl_tf.data.datasets (list_samples, load_image, load_label); "
-                           f"it is not importable here ({err}); pass --images/--labels folders instead"
-                           ) from err
-    samples = list(datasets.list_samples(dataset, root, split))
-    if not samples:
-        raise ValueError(f"dataset {dataset!r} at {root}: split {split!r} has no samples")
-    return [("dataset", dataset, sample, num_classes) for sample in samples[:limit]]
+    """Samples of a dataset split read through ``cpsl_tf.data.datasets`` (labels mapped to train ids)."""
+    from cpsl_tf.data import datasets
+
+    samples = datasets.list_samples(dataset, root, split, num_classes)
+    return [("dataset", sample, num_classes) for sample in samples[:limit]]
 
 
 def load_sample(sample) -> tuple[np.ndarray, np.ndarray | None]:
@@ -58,9 +52,9 @@ def load_sample(sample) -> tuple[np.ndarray, np.ndarray | None]:
     if sample[0] == "dataset":
         from cpsl_tf.data import datasets
 
-        _, dataset, item, num_classes = sample
-        return (np.asarray(datasets.load_image(item)),
-                np.asarray(datasets.load_label(item, dataset=dataset, num_classes=num_classes)))
+        _, item, num_classes = sample
+        label = None if item.label is None else datasets.load_label(item.label, item.dataset, num_classes)
+        return datasets.load_image(item.image), label
     image_path, label_path = sample
     label = None
     if label_path is not None:
@@ -74,12 +68,7 @@ def load_sample(sample) -> tuple[np.ndarray, np.ndarray | None]:
 
 def sample_paths(samples: Sequence) -> set[str]:
     """Resolved image paths of the samples (to prove calibration and evaluation sets are disjoint)."""
-    paths = set()
-    for sample in samples:
-        item = sample[2] if sample[0] == "dataset" else sample[0]
-        image = getattr(item, "image", None) or (item.get("image") if isinstance(item, dict) else item)
-        paths.add(str(Path(str(image)).resolve()))
-    return paths
+    return {str(Path(s[1].image if s[0] == "dataset" else s[0]).resolve()) for s in samples}
 
 
 def batches(samples: Sequence, size: tuple[int, int], batch_size: int,
