@@ -18,7 +18,7 @@ import pytest
 
 from cpsl_tf.data.datasets import list_samples
 from cpsl_tf.evaluation.evaluate import EvaluationError, evaluate_model, evaluate_predictions, main
-from cpsl_tf.labels import CITYSCAPES_IDS_19
+from cpsl_tf.labels import CITYSCAPES_IDS_19, class_names
 from cpsl_tf.metrics import confusion_matrix
 from tests.evaluation.test_confusion import numpy_bilinear
 
@@ -184,3 +184,29 @@ def test_checkpoint_cli_takes_settings_from_config(tmp_path, rng, monkeypatch):
         conf += confusion_matrix(classes, numpy_bilinear(logits, (HEIGHT, WIDTH), False).argmax(-1)[0], 19)
     np.testing.assert_array_equal(np.array(result["confusion"]), conf)
     assert result["image_size"] == [12, 24] and result["dataset"] == "cityscapes"
+
+
+def test_checkpoint_cli_with_real_segmenter(tmp_path, rng):
+    """A tiny real DeepLab-v2 saved with its sidecar, evaluated through scripts/evaluate.py's main."""
+    checkpoint_module = pytest.importorskip("cpsl_tf.models.checkpoint")
+    from cpsl_tf.config import Config, shrink
+    from cpsl_tf.models.segmenter import build_segmenter
+
+    truth = write_cityscapes(tmp_path / "cityscapes", rng)
+    model_cfg = shrink(Config()).model
+    keras.utils.set_random_seed(0)
+    model = build_segmenter(model_cfg, 19)
+    path = tmp_path / "tiny.weights.h5"
+    checkpoint_module.save_model_checkpoint(
+        model, path, {"model": model_cfg, "num_classes": 19, "class_names": list(class_names(19))})
+    out = tmp_path / "out.json"
+    assert main(["--checkpoint", str(path), "--dataset", "cityscapes", "--root", str(tmp_path / "cityscapes"),
+                 "--batch-size", "2", "--out", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    conf = np.zeros((19, 19), dtype=np.int64)
+    for image, classes in truth.values():
+        logits = keras.ops.convert_to_numpy(
+            model(image[np.newaxis].astype(np.float32) / 255.0, training=False)["logits"])
+        pred = numpy_bilinear(logits, (HEIGHT, WIDTH), model_cfg.align_corners).argmax(-1)[0]
+        conf += confusion_matrix(classes, pred, 19)
+    np.testing.assert_array_equal(np.array(result["confusion"]), conf)
