@@ -56,7 +56,6 @@ class DataConfig:
     source_photometric: bool = False
     # Bad samples (unreadable, size mismatch): "error" stops, "skip" logs and leaves them out.
     bad_samples: Literal["error", "skip"] = "skip"
-    shuffle_buffer: int = 256
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
 
