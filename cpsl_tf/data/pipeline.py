@@ -1,8 +1,7 @@
 """tf.data pipelines: the zipped source/target training stream and the evaluation stream.
 
 Training (``make_training_dataset``): the source and target streams are each an endless, per-epoch
-reshuffled sequence of sample indices (a full shuffle of indices, so ``data.shuffle_buffer`` is not
-needed), mapped in parallel (decode + views) with ``deterministic=True``, zipped element by element
+reshuffled sequence of sample indices, mapped in parallel (decode + views) with ``deterministic=True``, zipped element by element
 (CutMix needs both), batched with ``drop_remainder`` and prefetched. Every element's randomness comes from
 a stateless seed (run seed, stream, position in the stream), so two runs with the same seed yield the same
 batches. Batches are dicts (sizes: crop = data.crop_size, full = data.target_size):
