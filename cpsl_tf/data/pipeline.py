@@ -1,9 +1,10 @@
 """tf.data pipelines: the zipped source/target training stream and the evaluation stream.
 
 Training (``make_training_dataset``): the source and target streams are each an endless, per-epoch
-reshuffled sequence of sample indices, mapped in parallel (decode + views) with ``deterministic=True``, zipped element by element
-(CutMix needs both), batched with ``drop_remainder`` and prefetched. Every element's randomness comes from
-a stateless seed (run seed, stream, position in the stream), so two runs with the same seed yield the same
+reshuffled sequence of sample indices, mapped in parallel (decode + views) with ``deterministic=True``,
+zipped element by element (CutMix needs both), batched with ``drop_remainder`` and prefetched. Every
+element's randomness comes from a stateless seed (run seed, stream, position in the stream), so two runs
+with the same seed yield the same
 batches. Batches are dicts (sizes: crop = data.crop_size, full = data.target_size):
 
 =================  =======================================  ==========================================
@@ -107,13 +108,17 @@ def _soft_reader(samples, pseudo_lookup, num_classes):
     return op
 
 
-def _index_stream(count: int, seed: int, stream: int):
-    """(position, sample index) pairs: endless, reshuffled every epoch, deterministic for ``seed``."""
+def _index_stream(count: int, seed: int, stream: int, start: int = 0):
+    """(position, sample index) pairs: endless, reshuffled every epoch, deterministic for ``seed``.
+
+    ``start`` skips the first positions cheaply (before any decoding), so a resumed run continues the
+    exact stream of an uninterrupted one.
+    """
     if count == 0:
         raise ValueError(f"the {'source' if stream == SOURCE_STREAM else 'target'} sample list is empty")
     indices = tf.data.Dataset.range(count).shuffle(count, seed=seed * 4 + stream,
                                                    reshuffle_each_iteration=True).repeat()
-    return tf.data.Dataset.zip(tf.data.Dataset.counter(), indices)
+    return tf.data.Dataset.zip(tf.data.Dataset.counter(), indices).skip(start)
 
 
 def _element_seed(seed: int, stream: int, position):
@@ -130,12 +135,16 @@ def source_photometric(image, seed):
     return x / 255.0
 
 
-def make_training_dataset(source_samples: Sequence, target_samples: Sequence, cfg: Config, seed: int,
+def make_training_dataset(source_samples: Sequence, target_samples: Sequence | None, cfg: Config, seed: int,
                           pseudo_lookup: Callable[[str], np.ndarray] | None = None, *,
                           load_image: Callable | None = None, load_label: Callable | None = None,
                           strong: StrongAugment | None = None, soft_stride: int = 4,
-                          batch_size: int | None = None) -> tf.data.Dataset:
-    """The zipped source/target training stream for ``model.fit`` (see the module docstring)."""
+                          batch_size: int | None = None, start_batch: int = 0) -> tf.data.Dataset:
+    """The zipped source/target training stream for ``model.fit`` (see the module docstring).
+
+    ``target_samples=None`` gives the source stream alone (supervised training). ``start_batch`` resumes
+    the stream at that batch.
+    """
     load_image, load_label = _default_loaders(load_image, load_label)
     strong = strong or StrongAugment()
     d = cfg.data
@@ -144,7 +153,7 @@ def make_training_dataset(source_samples: Sequence, target_samples: Sequence, cf
     geometry = {"crop_size": crop, "scale_range": list(d.scale_range), "hflip": d.hflip}
     read_source = _image_reader(source_samples, load_image)
     read_source_label = _label_reader(source_samples, load_label, d.num_classes)
-    read_target = _image_reader(target_samples, load_image)
+    read_target = _image_reader(target_samples or [], load_image)
     read_soft = _soft_reader(target_samples, pseudo_lookup, d.num_classes) if pseudo_lookup else None
 
     def source_element(position, index):
@@ -178,11 +187,14 @@ def make_training_dataset(source_samples: Sequence, target_samples: Sequence, cf
         return {**source, **target, "target_image": mixed, "cutmix_box": box, "cutmix": applied}
 
     autotune = tf.data.AUTOTUNE
-    sources = _index_stream(len(source_samples), seed, SOURCE_STREAM).map(
+    start = start_batch * batch_size
+    sources = _index_stream(len(source_samples), seed, SOURCE_STREAM, start).map(
         source_element, num_parallel_calls=autotune, deterministic=True)
-    targets = _index_stream(len(target_samples), seed, TARGET_STREAM).map(
+    if target_samples is None:
+        return sources.batch(batch_size, drop_remainder=True).prefetch(autotune)
+    targets = _index_stream(len(target_samples), seed, TARGET_STREAM, start).map(
         target_element, num_parallel_calls=autotune, deterministic=True)
-    pairs = tf.data.Dataset.zip(tf.data.Dataset.counter(), tf.data.Dataset.zip(sources, targets))
+    pairs = tf.data.Dataset.zip(tf.data.Dataset.counter(start), tf.data.Dataset.zip(sources, targets))
     return (pairs.map(mix, num_parallel_calls=autotune, deterministic=True)
             .batch(batch_size, drop_remainder=True)
             .prefetch(autotune))

@@ -79,3 +79,19 @@ def test_eval_dataset_keeps_label_resolution(setup, rng):
     image, label = batches[0]
     assert image.shape == (2, 8, 16, 3) and label.shape == (2, 16, 32)
     np.testing.assert_allclose(image.numpy()[0, 0, 0] * 255, images["s0.png"][0, 0], atol=1e-3)
+
+
+def test_resumed_stream_continues_the_uninterrupted_one(setup):
+    src, tgt, cfg, soft, loaders, _ = setup
+    whole = _first(make_training_dataset(src, tgt, cfg, seed=5, pseudo_lookup=soft.__getitem__, **loaders), 4)
+    resumed = _first(make_training_dataset(src, tgt, cfg, seed=5, pseudo_lookup=soft.__getitem__,
+                                           start_batch=3, **loaders))[0]
+    for key in ("source_image", "source_label", "target_image", "target_strong", "target_soft", "cutmix_box"):
+        np.testing.assert_array_equal(whole[3][key].numpy(), resumed[key].numpy())
+    assert not np.array_equal(whole[2]["source_image"].numpy(), resumed["source_image"].numpy())
+
+
+def test_source_only_stream(setup):
+    src, _, cfg, _, loaders, _ = setup
+    batch = _first(make_training_dataset(src, None, cfg, seed=5, **loaders))[0]
+    assert set(batch) == {"source_image", "source_label"}
