@@ -115,7 +115,7 @@ def source_style() -> DomainStyle:
     )
     geometry = Geometry(horizon=(0.40, 0.48), camera_height=(1.4, 2.2), focal=(0.70, 0.85),
                         object_scale=1.0, ego_hood=False)
-    density = Density(cars=5.0, trucks=0.45, buses=0.3, train_probability=0.07, persons=3.0, cyclists=0.9,
+    density = Density(cars=5.0, trucks=0.35, buses=0.3, train_probability=0.07, persons=3.0, cyclists=0.9,
                       motorcyclists=0.8, parked_two_wheelers=0.5, trees=4.0, poles=4.5,
                       building_probability=0.75, wall_probability=0.35, fence_probability=0.35)
     return DomainStyle("source", geometry, density, appearance, photometry)
