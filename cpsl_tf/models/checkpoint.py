@@ -1,0 +1,105 @@
+"""Segmenter checkpoints: ``<name>.weights.h5`` plus a sidecar ``<name>.json`` that says how to rebuild it.
+
+The sidecar holds ``model`` (the ModelConfig as a dict), ``num_classes``, ``class_names``, ``bn_pretrain``
+and whatever else the writer adds (stage, iteration, scores). ``load_segmenter(path)`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import keras
+
+from cpsl_tf.config import ModelConfig
+from cpsl_tf.io_utils import atomic_path, atomic_write_json
+from cpsl_tf.models.segmenter import build_segmenter, has_bn_pretrain
+
+WEIGHTS_SUFFIX = ".weights.h5"
+REQUIRED_META = ("model", "num_classes", "class_names")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, or its sidecar does not describe its weights."""
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``run/model.weights.h5`` -> ``run/model.json``."""
+    path = Path(path)
+    if not path.name.endswith(WEIGHTS_SUFFIX):
+        raise CheckpointError(f"{path}: a segmenter checkpoint must end with {WEIGHTS_SUFFIX}")
+    return path.with_name(path.name[: -len(WEIGHTS_SUFFIX)] + ".json")
+
+
+def save_model_checkpoint(model: keras.Model, path: str | Path, meta: dict) -> dict:
+    """Write ``model``'s weights to ``path`` and ``meta`` (+ ``bn_pretrain``) to the sidecar, atomically.
+
+    ``meta["model"]`` may be a ModelConfig or its dict. Returns the meta as written.
+    """
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint meta for {path} lacks {', '.join(missing)}")
+    meta = dict(meta)
+    if isinstance(meta["model"], ModelConfig):
+        meta["model"] = dataclasses.asdict(meta["model"])
+    meta["bn_pretrain"] = has_bn_pretrain(model)
+    _check_class_count(meta, f"checkpoint meta for {path}")
+    classes = model.output["logits"].shape[-1]
+    if classes != meta["num_classes"]:
+        raise CheckpointError(f"checkpoint meta for {path} says num_classes={meta['num_classes']} but the "
+                              f"model has {classes} logits")
+    sidecar = sidecar_path(path)
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp)
+    atomic_write_json(sidecar, meta)
+    return meta
+
+
+def _check_class_count(meta: dict, source: str) -> None:
+    if len(meta["class_names"]) != meta["num_classes"]:
+        raise CheckpointError(f"{source}: num_classes={meta['num_classes']} but "
+                              f"{len(meta['class_names'])} class_names")
+
+
+def read_checkpoint_meta(path: str | Path) -> dict:
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise CheckpointError(f"{sidecar}: sidecar of checkpoint {path} is missing (it says how to rebuild "
+                              "the model)")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{sidecar}: not valid JSON ({err})") from err
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise CheckpointError(f"{sidecar}: lacks {', '.join(missing)}")
+    _check_class_count(meta, str(sidecar))
+    return meta
+
+
+def load_segmenter(path: str | Path, num_classes: int | None = None) -> tuple[keras.Model, dict]:
+    """Rebuild the segmenter described by the sidecar of ``path`` and load its weights.
+
+    ``num_classes``, when given, is the class count the caller needs; a checkpoint of another class count
+    is an error rather than a silently wrong model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint weights file does not exist")
+    meta = read_checkpoint_meta(path)
+    if num_classes is not None and meta["num_classes"] != num_classes:
+        raise CheckpointError(f"{path}: checkpoint has {meta['num_classes']} classes, {num_classes} "
+                              "were expected")
+    try:
+        model_cfg = ModelConfig(**meta["model"])
+    except TypeError as err:
+        raise CheckpointError(f"{sidecar_path(path)}: 'model' is not a ModelConfig ({err})") from err
+    model = build_segmenter(model_cfg, meta["num_classes"], bn_pretrain=bool(meta.get("bn_pretrain", False)))
+    try:
+        model.load_weights(path)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: weights do not fit the {model_cfg.backbone} segmenter with "
+                              f"{meta['num_classes']} classes that {sidecar_path(path).name} describes "
+                              f"({err})") from err
+    return model, meta

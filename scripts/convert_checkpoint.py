@@ -1,0 +1,43 @@
+"""Convert an official CPSL/ProDA PyTorch checkpoint to a Keras segmenter checkpoint.
+
+    python scripts/convert_checkpoint.py model.pth out.weights.h5
+
+Writes out.weights.h5, its sidecar out.json (architecture, classes; ``load_segmenter`` reads it) and,
+when the checkpoint holds them, the self-labeling prototypes to out.prototypes.npy. Needs PyTorch
+(``pip install 'cpsl-tf[convert]'``). The checkpoint is unpickled with ``weights_only=False`` (the official
+files hold a NumPy scalar): convert only files you trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cpsl_tf.models.convert import OFFICIAL_ASPP_RATES, convert_checkpoint  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="official checkpoint (.pth / *_best_model.pkl) or a bare state dict")
+    parser.add_argument("destination", help="output Keras weights, must end with .weights.h5")
+    parser.add_argument("--aspp-rates", type=int, nargs="+", default=list(OFFICIAL_ASPP_RATES),
+                        help="dilation rates of the head's 3x3 branches (not stored in weights; default "
+                             "%(default)s)")
+    args = parser.parse_args(argv)
+    if not args.destination.endswith(".weights.h5"):
+        parser.error(f"destination {args.destination!r} must end with .weights.h5")
+    meta = convert_checkpoint(args.source, args.destination, aspp_rates=args.aspp_rates)
+    model = meta["model"]
+    print(f"converted {args.source} -> {args.destination}: {model['backbone']} "
+          f"(width {model['base_width']}), "
+          f"{meta['num_classes']} classes, bn_pretrain={meta['bn_pretrain']}"
+          + (f", prototypes -> {meta['prototypes']}" if "prototypes" in meta else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
