@@ -29,7 +29,8 @@ def test_matches_the_official_layer_stack(rng):
             conv.bias.normal_(0, 0.1)
         model.get_layer(name).set_weights([conv.weight.detach().numpy().transpose(2, 3, 1, 0),
                                            conv.bias.detach().numpy()])
-    logits = rng.normal(size=(2, 64, 112, classes))  # even: padding side matters.astype("float32")
+    # Even sizes: PyTorch's symmetric padding differs from Keras' "same" here.
+    logits = rng.normal(size=(2, 64, 112, classes)).astype("float32")
     probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     ours = keras.ops.convert_to_numpy(model(probabilities))
     with torch.no_grad():
