@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from cpsl_tf.cpsl.assignment import online_assignment
 from cpsl_tf.cpsl.losses import self_labeling_loss
 from cpsl_tf.cpsl.memory_bank import MemoryBank
 from cpsl_tf.cpsl.rectify import cosine_scores
-from cpsl_tf.cpsl.sinkhorn import sinkhorn
 
 __all__ = ["uniform_official_samples", "official_two_bank_sl_loss"]
 
@@ -41,20 +41,6 @@ def uniform_official_samples(feature_map, logit_map, permutation, pixels_per_ima
     logits = tf.gather(flat_logits, positions, axis=1)
     return (tf.math.l2_normalize(tf.cast(features, tf.float32), axis=-1, epsilon=1e-24),
             tf.math.l2_normalize(tf.cast(logits, tf.float32), axis=-1, epsilon=1e-24))
-
-
-def _targets_with_bank(current_scores, bank: MemoryBank, bank_scores_fn, class_marginal, epsilon, iterations):
-    """Sinkhorn over [bank scores; current scores] once the bank is full (else current only), current rows."""
-    count = tf.shape(current_scores)[0]
-
-    def with_bank():
-        scores = tf.concat([bank_scores_fn(tf.convert_to_tensor(bank.features)), current_scores], axis=0)
-        return sinkhorn(scores, class_marginal, epsilon, iterations)[-count:]
-
-    def current_only():
-        return sinkhorn(current_scores, class_marginal, epsilon, iterations)
-
-    return tf.stop_gradient(tf.cond(bank.is_full(), with_bank, current_only))
 
 
 def official_two_bank_sl_loss(feature_samples, logit_samples, prototypes, feature_bank: MemoryBank,
@@ -85,11 +71,11 @@ def official_two_bank_sl_loss(feature_samples, logit_samples, prototypes, featur
         features, logits = feature_samples[image], logit_samples[image]
         scores = cosine_scores(features, prototypes)
         # Bank A rows are scored against the un-normalised W (official line 267), current rows against W/|W|.
-        targets_a = _targets_with_bank(tf.stop_gradient(scores), feature_bank,
+        targets_a = online_assignment(tf.stop_gradient(scores), feature_bank,
                                        lambda bank: tf.linalg.matmul(bank, raw_prototypes, transpose_b=True),
                                        class_marginal, epsilon, iterations)
         feature_bank.enqueue(features)
-        targets_b = _targets_with_bank(logits, logit_bank, lambda bank: bank, class_marginal, epsilon,
+        targets_b = online_assignment(logits, logit_bank, lambda bank: bank, class_marginal, epsilon,
                                        iterations)
         logit_bank.enqueue(logits)
         feature_part += self_labeling_loss(targets_a, scores, tau)

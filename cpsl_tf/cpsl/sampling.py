@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["class_quotas", "class_balanced_sample_indices", "uniform_sample_indices"]
+__all__ = ["class_quotas", "class_balanced_sample_indices", "uniform_sample_indices", "gather_pixels"]
 
 
 def class_quotas(labels, num_samples: int, num_classes: int):
@@ -64,3 +64,10 @@ def uniform_sample_indices(num_pixels, num_samples: int, seed, batch_size: int |
     shape = [num_pixels] if batch_size is None else [batch_size, num_pixels]
     keys = tf.random.stateless_uniform(shape, seed)
     return tf.math.top_k(keys, k=num_samples, sorted=False).indices
+
+
+def gather_pixels(maps, indices):
+    """The sampled pixels of channels-last maps: maps (B, H, W, C), indices (B, M) raster -> (B, M, C)."""
+    maps = tf.convert_to_tensor(maps)
+    flat = tf.reshape(maps, [tf.shape(maps)[0], -1, maps.shape[-1]])
+    return tf.gather(flat, tf.cast(indices, tf.int32), axis=1, batch_dims=1)

@@ -59,3 +59,13 @@ def test_uniform_sampling_has_no_duplicates():
     per_image = uniform_sample_indices(600, 100, tf.constant([0, 1]), batch_size=3).numpy()
     assert shared.shape == (100,) and len(set(shared.tolist())) == 100 and shared.max() < 600
     assert per_image.shape == (3, 100) and all(len(set(row.tolist())) == 100 for row in per_image)
+
+
+def test_gather_pixels_picks_raster_positions(rng):
+    from cpsl_tf.cpsl.sampling import gather_pixels
+
+    maps = rng.normal(size=(2, 4, 5, 3)).astype(np.float32)
+    indices = np.array([[0, 7, 19], [3, 12, 5]])
+    got = gather_pixels(maps, indices).numpy()
+    for n in range(2):
+        np.testing.assert_array_equal(got[n], maps[n].reshape(-1, 3)[indices[n]])
