@@ -57,7 +57,7 @@ def rectify(p_sl, p_st, threshold: float = 0.0, ignore_index: int = IGNORE_INDEX
         raise ValueError(f"rectify: p_sl {p_sl.shape} and p_st {p_st.shape} must have the same shape")
     product = tf.cast(p_sl, tf.float32) * tf.cast(p_st, tf.float32)
     labels = tf.argmax(product, axis=-1, output_type=tf.int32)
-    if threshold > 0.0:
+    if not isinstance(threshold, (int, float)) or threshold > 0.0:  # a tensor threshold is always applied
         confidence = tf.reduce_max(product, axis=-1) / tf.reduce_sum(product, axis=-1)
         labels = tf.where(confidence < threshold, tf.constant(ignore_index, tf.int32), labels)
     return labels

@@ -85,6 +85,6 @@ def sinkhorn(scores, class_marginal, epsilon: float = 0.05, iterations: int = 3,
     class_marginal = tf.cast(tf.convert_to_tensor(class_marginal), tf.float32)
     _validate(scores, class_marginal, iterations)
     routine = _sinkhorn_log if log_domain else _sinkhorn_plain
-    q = routine(tf.cast(scores, tf.float32), class_marginal, tf.constant(epsilon, tf.float32),
+    q = routine(tf.cast(scores, tf.float32), class_marginal, tf.cast(epsilon, tf.float32),
                 int(iterations))
     return tf.cast(q, scores.dtype)

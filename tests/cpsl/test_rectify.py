@@ -69,3 +69,11 @@ def test_argmax_of_product_not_of_either_factor():
 def test_mismatched_shapes_are_named():
     with pytest.raises(ValueError, match="same shape"):
         rectify(np.ones((2, 3), np.float32), np.ones((2, 4), np.float32))
+
+
+def test_tensor_threshold_inside_a_graph():
+    import tensorflow as tf
+
+    p_sl = np.array([[0.5, 0.5, 0.0], [0.9, 0.05, 0.05]], np.float32)
+    fn = tf.function(lambda a, b, t: rectify(a, b, threshold=t))
+    np.testing.assert_array_equal(fn(p_sl, p_sl, tf.constant(0.6)).numpy(), [255, 0])

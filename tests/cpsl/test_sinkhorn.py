@@ -95,3 +95,13 @@ def test_bad_shapes_are_named():
         sinkhorn(np.zeros((4, 3), np.float32), np.full(5, 0.2))
     with pytest.raises(ValueError, match="scores must be"):
         sinkhorn(np.zeros((4,), np.float32), np.full(4, 0.25))
+
+
+def test_inside_tf_function_with_tensor_epsilon(rng):
+    import tensorflow as tf
+
+    scores = rng.uniform(-1, 1, (40, 6)).astype(np.float32)
+    r = np.full(6, 1 / 6, np.float32)
+    fn = tf.function(lambda s, e: sinkhorn(s, r, e))
+    expected = official_sinkhorn_numpy(scores, r, 0.05, 3)
+    np.testing.assert_allclose(fn(scores, tf.constant(0.05)).numpy(), expected, rtol=1e-4, atol=1e-6)
