@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 from cpsl_tf.config import ModelConfig
+from cpsl_tf.models.layers import DilatedConv2D
 
 GROUP_NORM_GROUPS = 32
 GROUP_NORM_EPSILON = 1e-5
@@ -23,7 +24,7 @@ HEAD_INITIALIZER_STDDEV = 0.01
 
 
 def _head_conv(filters: int, kernel: int, dilation: int, use_bias: bool, name: str) -> layers.Conv2D:
-    return layers.Conv2D(filters, kernel, dilation_rate=dilation, padding="same" if kernel > 1 else "valid",
+    return DilatedConv2D(filters, kernel, dilation_rate=dilation, padding="same" if kernel > 1 else "valid",
                          use_bias=use_bias, name=name,
                          kernel_initializer=keras.initializers.RandomNormal(stddev=HEAD_INITIALIZER_STDDEV))
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
 from cpsl_tf.config import ModelConfig
+from cpsl_tf.models.layers import CeilModeMaxPool2D, DilatedConv2D
 
 
 @dataclass(frozen=True)
@@ -64,19 +65,6 @@ def backbone_channels(model_cfg: ModelConfig) -> int:
     return 8 * model_cfg.base_width * resnet_spec(model_cfg.backbone).expansion
 
 
-@keras.saving.register_keras_serializable(package="cpsl_tf")
-class CeilModeMaxPool2D(layers.Layer):
-    """PyTorch ``MaxPool2d(3, stride=2, padding=1, ceil_mode=True)``.
-
-    Padding top/left by 1 and bottom/right by 2 with -inf and pooling 'valid' gives
-    ``ceil((n - 1) / 2) + 1`` outputs for both odd and even ``n``, the PyTorch size, with the same windows.
-    """
-
-    def call(self, x):
-        x = ops.pad(x, [[0, 0], [1, 2], [1, 2], [0, 0]], constant_values=float("-inf"))
-        return ops.max_pool(x, pool_size=3, strides=2, padding="valid")
-
-
 def _bn(cfg: ModelConfig, name: str) -> layers.BatchNormalization:
     return layers.BatchNormalization(epsilon=cfg.bn_epsilon, momentum=cfg.bn_momentum, name=name)
 
@@ -89,7 +77,7 @@ def _conv(x, filters: int, kernel: int, stride: int, dilation: int, name: str):
         padding = "valid"
     else:
         padding = "same" if pad else "valid"
-    return layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation, padding=padding,
+    return DilatedConv2D(filters, kernel, strides=stride, dilation_rate=dilation, padding=padding,
                          use_bias=False, kernel_initializer="he_normal", name=name)(x)
 
 

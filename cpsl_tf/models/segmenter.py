@@ -14,29 +14,12 @@ from keras import layers
 
 from cpsl_tf.config import ModelConfig
 from cpsl_tf.models.deeplab_v2 import proda_head
+from cpsl_tf.models.layers import Standardize
 from cpsl_tf.models.resnet import resnet_features
 from cpsl_tf.resize import resize_bilinear
 
 # Layers trained with the head learning rate (official ``get_10x_lr_params``: layer5 and bn_pretrain).
 HEAD_LAYER_PREFIXES = ("layer5_", "bn_pretrain")
-
-
-@keras.saving.register_keras_serializable(package="cpsl_tf")
-class Standardize(layers.Layer):
-    """``(x - mean) / std`` per channel, constants from the ModelConfig (official: mean 0, std 1)."""
-
-    def __init__(self, mean, std, **kwargs):
-        super().__init__(**kwargs)
-        self.mean = [float(m) for m in mean]
-        self.std = [float(s) for s in std]
-
-    def call(self, x):
-        mean = keras.ops.convert_to_tensor(self.mean, dtype=x.dtype)
-        std = keras.ops.convert_to_tensor(self.std, dtype=x.dtype)
-        return (x - mean) / std
-
-    def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
 def build_segmenter(model_cfg: ModelConfig, num_classes: int, input_shape=(None, None, 3),

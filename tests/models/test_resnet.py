@@ -8,7 +8,6 @@ import pytest
 
 from cpsl_tf.config import ModelConfig
 from cpsl_tf.models.resnet import (
-    CeilModeMaxPool2D,
     backbone_channels,
     build_resnet,
     load_imagenet_backbone,
@@ -16,22 +15,6 @@ from cpsl_tf.models.resnet import (
 from tests.conftest import SHARED
 
 NARROW = ModelConfig(backbone="resnet18", base_width=8)
-
-
-@pytest.mark.parametrize("height,width", [(7, 8), (32, 33), (129, 224), (256, 448)])
-def test_ceil_mode_pool_equals_pytorch(height, width, rng):
-    torch = pytest.importorskip("torch", reason="PyTorch is the reference for ceil_mode pooling")
-    x = rng.normal(size=(2, height, width, 3)).astype("float32")  # negative values: padding must be -inf
-    ours = keras.ops.convert_to_numpy(CeilModeMaxPool2D()(x))
-    pool = torch.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
-    theirs = pool(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
-    assert ours.shape == theirs.shape
-    np.testing.assert_array_equal(ours, theirs)
-
-
-def test_ceil_mode_pool_size_from_256x448_is_129x225():
-    out = CeilModeMaxPool2D()(np.zeros((1, 256, 448, 1), "float32"))
-    assert tuple(out.shape) == (1, 129, 225, 1)
 
 
 @pytest.mark.parametrize("height,width,expected", [(512, 896, (65, 113)), (1024, 2048, (129, 257)),
