@@ -94,9 +94,15 @@ def train_and_score(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray,
     model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
     seconds = time.perf_counter() - start
     prediction = np.argmax(model.predict(val[0], batch_size=16, verbose=0), axis=-1)
-    iou = per_class_iou(confusion_matrix(val[1], prediction, 19))
+    confusion = confusion_matrix(val[1], prediction, 19)
+    iou = per_class_iou(confusion)
+    off_diagonal = confusion - np.diag(np.diag(confusion))
+    rows = np.maximum(confusion.sum(axis=1), 1)
     return {"miou": float(np.nanmean(iou) * 100), "train_seconds": round(seconds, 1),
-            "iou": {n: round(float(v) * 100, 1) for n, v in zip(CLASS_NAMES_19, iou)}}
+            "iou": {n: round(float(v) * 100, 1) for n, v in zip(CLASS_NAMES_19, iou)},
+            "most_confused_with": {n: [CLASS_NAMES_19[int(off_diagonal[c].argmax())],
+                                       round(float(off_diagonal[c].max() / rows[c]) * 100, 1)]
+                                   for c, n in enumerate(CLASS_NAMES_19)}}
 
 
 def main() -> None:
@@ -105,6 +111,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", nargs="+", default=["source_only", "oracle"],
+                        choices=["source_only", "oracle"])
     args = parser.parse_args()
     root = Path(args.data)
     meta = json.loads((root / "benchmark.json").read_text())
@@ -112,12 +120,16 @@ def main() -> None:
     result = {"data": str(root), "parameters": meta["parameters"], "steps": args.steps, "batch": args.batch,
               "model": "tiny FCN proxy (not the project's DeepLab)"}
     for name, split in (("source_only", "source"), ("oracle", "train")):
+        if name not in args.runs:
+            continue
         result[name] = train_and_score(load(split_pairs(root, split)), val, args.steps, args.batch, args.seed)
         print(name, round(result[name]["miou"], 1), result[name]["iou"], flush=True)
-    result["gap"] = result["oracle"]["miou"] - result["source_only"]["miou"]
-    print(f"source-only {result['source_only']['miou']:.1f}  oracle {result['oracle']['miou']:.1f}  "
-          f"gap {result['gap']:.1f} mIoU")
-    suffix = "" if meta["parameters"]["variant"] == "A" else f"_{meta['parameters']['variant']}"
+    if len(args.runs) == 2:
+        result["gap"] = result["oracle"]["miou"] - result["source_only"]["miou"]
+        print(f"source-only {result['source_only']['miou']:.1f}  oracle {result['oracle']['miou']:.1f}  "
+              f"gap {result['gap']:.1f} mIoU")
+    p = meta["parameters"]
+    suffix = f"_{p['variant']}_shift{p['shift']}" + ("" if len(args.runs) == 2 else f"_{args.runs[0]}")
     results = Path(__file__).resolve().parent / "results"
     atomic_write_json(results / f"benchmark_gap_proxy{suffix}.json", result)
 

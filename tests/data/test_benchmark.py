@@ -124,8 +124,8 @@ def test_domains_differ_in_colour_statistics_and_class_histogram(samples):
     assert saturation(source) > 1.2 * saturation(target)
     assert abs(fine_detail(source) - fine_detail(target)) > 0.1 * fine_detail(source)
     assert fraction(target, "car") < fraction(source, "car")
-    for name in ("person", "bicycle", "vegetation"):
-        assert fraction(target, name) > 1.2 * fraction(source, name), name
+    for name, ratio in (("person", 1.5), ("bicycle", 1.5), ("vegetation", 1.1)):
+        assert fraction(target, name) > ratio * fraction(source, name), name
 
 
 def test_identical_benchmark_json_skips_and_changed_parameters_regenerate(tmp_path):
