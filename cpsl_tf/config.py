@@ -153,6 +153,7 @@ class DistillConfig:
     threshold: float = 0.95
     kd_weight: float = 1.0
     flip: bool = True
+    # "imagenet" (the model's own initialisation), "teacher" (the previous stage's weights) or a checkpoint.
     student_init: str = "imagenet"
 
 

@@ -1,0 +1,228 @@
+"""CPSLModel: one adaptation step of paper Algorithm 1 (lines 3-22) as ``keras.Model.train_step``.
+
+Per iteration, for a batch of source crops and target weak/strong crops with their stored P_ST:
+
+1. L^s_SEG, source cross-entropy at crop resolution (Eq. 3).
+2. The momentum network f'_SEG on the weak target crop; its features, L2-normalised, at the target
+   map resolution (crop / 4, the loss resolution of the official code).
+3. P_SL from the momentum head f'_SL (Eq. 4) and the rectified labels Y = argmax(P_SL * P_ST) (Eq. 1).
+4. Class-balanced sampling of M pixels per image from Y (Eq. 8-9).
+5. Sinkhorn (Eq. 6) over memory bank + current samples, r = delta_pseudo (Eq. 12); L_SL on the current
+   rows only (Eq. 5) trains f_SL.
+6. L^t_SEG of the network's weak-view logits against Y (Eq. 2); L_REG, the symmetric KL between the
+   momentum network's weak prediction replayed into the strong frame and the network's strong-view
+   prediction (Eq. 13), over valid pixels.
+7. Total loss Eq. 14; SGD with the paper's learning-rate groups; EMA updates of f'_SEG and f'_SL; the
+   bank takes the samples of the global batch; delta_pseudo follows Eq. 11.
+
+The ablations of paper Table 3 are switches of :class:`cpsl_tf.config.CPSLConfig`.
+Distribution: every replica all-gathers the samples and the per-image class distributions of the global
+batch, so the Sinkhorn input, the bank update and delta_pseudo are identical on every replica; the loss is
+divided by the replica count because gradients are summed across replicas.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cpsl_tf.config import CPSLConfig
+from cpsl_tf.cpsl.distribution import image_class_distribution, momentum_update
+from cpsl_tf.cpsl.head import SelfLabelingHead
+from cpsl_tf.cpsl.losses import (
+    reverse_cross_entropy,
+    segmentation_cross_entropy,
+    self_labeling_loss,
+    symmetric_kl_consistency,
+)
+from cpsl_tf.cpsl.memory_bank import MemoryBank
+from cpsl_tf.cpsl.rectify import rectify
+from cpsl_tf.cpsl.sampling import class_balanced_sample_indices, uniform_sample_indices
+from cpsl_tf.cpsl.sinkhorn import sinkhorn
+from cpsl_tf.data.replay import replay_to_strong
+from cpsl_tf.resize import resize_bilinear
+
+if TYPE_CHECKING:
+    from cpsl_tf.training.optim import GroupedSGD
+
+_METRICS = ("loss", "loss_src", "loss_tgt", "loss_sl", "loss_reg", "rectified_changed", "q_entropy",
+            "delta_shift")
+
+
+def _all_gather(x):
+    return tf.distribute.get_replica_context().all_gather(x, axis=0)
+
+
+class CPSLModel(keras.Model):
+    """The network f_SEG, its momentum copy f'_SEG, the self-labeling head f_SL (+ f'_SL), the memory bank
+    and delta_pseudo, trained by :meth:`train_step`."""
+
+    def __init__(self, student: keras.Model, teacher: keras.Model, prototypes, class_distribution,
+                 cpsl: CPSLConfig, align_corners: bool = True, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.student = student
+        self.teacher = teacher
+        self.cpsl = cpsl
+        self.align_corners = align_corners
+        self.seed = seed
+        num_classes = student.output["logits"].shape[-1]
+        dim = student.output["features"].shape[-1]
+        self.num_classes = num_classes
+        self.head = SelfLabelingHead(num_classes, dim, prototypes if cpsl.prototype_init else None)
+        self.bank = MemoryBank(max(cpsl.bank_size, 1), dim, name="memory_bank")
+        start = np.asarray(class_distribution, np.float32)
+        if start.shape != (num_classes,):
+            raise ValueError(f"class distribution has shape {start.shape}, expected ({num_classes},)")
+        self.delta_start = tf.constant(start)
+        self.delta_pseudo = self.add_weight(shape=(num_classes,),
+                                            initializer=keras.initializers.Constant(start),
+                                            trainable=False, aggregation="only_first_replica",
+                                            name="delta_pseudo")
+        self.iteration = self.add_weight(shape=(), initializer="zeros", dtype="int64", trainable=False,
+                                         aggregation="only_first_replica", name="cpsl_iteration")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in _METRICS}
+
+    def use_optimizer(self, optimizer: GroupedSGD) -> None:
+        """Set the grouped SGD (built on :attr:`trainable_for_step`) that :meth:`train_step` applies."""
+        self.grouped = optimizer
+
+    @property
+    def trainable_for_step(self) -> list:
+        """The variables one step updates: the network f_SEG and the self-labeling head's W."""
+        return self.student.trainable_variables + [self.head.prototypes]
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, images, training=False):
+        return self.student(images, training=training)
+
+    @property
+    def momentum(self) -> float:
+        return self.cpsl.ema_momentum if self.cpsl.use_momentum else 0.0
+
+    # ----------------------------------------------------------------------------------------------
+    # Pieces of the step
+
+    def _resize(self, x, size):
+        return resize_bilinear(x, size, self.align_corners)
+
+    def _class_marginal(self):
+        """r of Eq. 12: delta_pseudo, or the uniform distribution for equal partition."""
+        if self.cpsl.equal_partition or not self.cpsl.class_balanced:
+            return tf.fill([self.num_classes], 1.0 / self.num_classes)
+        return tf.convert_to_tensor(self.delta_pseudo)
+
+    def _sample(self, labels, features):
+        """M normalised features per image: Eq. 8-9 class-balanced, or uniform (``w/o CB``)."""
+        batch = tf.shape(labels)[0]
+        flat_labels = tf.reshape(labels, [batch, -1])
+        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.convert_to_tensor(self.iteration)])
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(
+            tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32))
+        m = self.cpsl.pixels_per_image
+        if self.cpsl.class_balanced:
+            indices = class_balanced_sample_indices(flat_labels, m, self.num_classes, seed)
+        else:
+            indices = uniform_sample_indices(tf.shape(flat_labels)[1], m, seed, batch_size=batch)
+        flat_features = tf.reshape(features, [batch, -1, features.shape[-1]])
+        return tf.reshape(tf.gather(flat_features, indices, batch_dims=1), [-1, features.shape[-1]])
+
+    def _self_labeling(self, samples):
+        """L_SL (Eq. 5) of this replica's samples with Q from Sinkhorn over bank + global samples (Eq. 6)."""
+        everyone = _all_gather(samples)
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        local = tf.shape(samples)[0]
+        bank_rows = self.bank.valid_rows() if self.cpsl.bank_size > 0 else everyone[:0]
+        rows = tf.concat([bank_rows, everyone], axis=0)
+        q = sinkhorn(tf.stop_gradient(self.head(rows)), self._class_marginal(), self.cpsl.epsilon,
+                     self.cpsl.sinkhorn_iterations, self.cpsl.sinkhorn_log_domain)
+        start = tf.shape(bank_rows)[0] + tf.cast(replica, tf.int32) * local
+        q_current = q[start:start + local]
+        loss = self_labeling_loss(q_current, self.head(samples), self.cpsl.tau)
+        entropy = -tf.reduce_mean(tf.reduce_sum(tf.math.xlogy(q_current, q_current), axis=-1))
+        return loss, entropy, everyone
+
+    def _target_loss(self, logits, labels):
+        if self.cpsl.target_loss == "ce+rce":
+            return 0.1 * segmentation_cross_entropy(logits, labels) + reverse_cross_entropy(logits, labels)
+        return segmentation_cross_entropy(logits, labels)
+
+    def _update_momentum_networks(self):
+        m = self.momentum
+        for t, s in zip(self.teacher.weights, self.student.weights):
+            if s.trainable:
+                t.assign(m * tf.convert_to_tensor(t) + (1.0 - m) * tf.convert_to_tensor(s))
+            else:  # BatchNorm statistics are copied, as the official code copies buffers.
+                t.assign(s)
+        self.head.update_momentum(m)
+
+    # ----------------------------------------------------------------------------------------------
+
+    def train_step(self, data):
+        c = self.cpsl
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        source, source_labels = data["source_image"], data["source_label"]
+        weak, strong = data["target_image"], data["target_strong"]
+        p_st = tf.cast(data["target_soft"], tf.float32)
+        map_size = tf.shape(p_st)[1:3]
+
+        teacher = self.teacher(weak, training=False)
+        teacher_logits = self._resize(teacher["logits"], map_size)
+        teacher_features = tf.math.l2_normalize(self._resize(teacher["features"], map_size), axis=-1)
+        p_sl = tf.nn.softmax(self.head(teacher_features, momentum=True) / c.tau, axis=-1)
+        st_labels = tf.argmax(p_st, axis=-1, output_type=tf.int32)
+        if c.use_self_labeling and c.use_self_training:
+            labels = rectify(p_sl, p_st, c.rectify_threshold)
+        elif c.use_self_labeling:  # w/o ST: the cluster assignment alone
+            labels = rectify(p_sl, tf.ones_like(p_sl), c.rectify_threshold)
+        else:  # w/o SL: plain self-training on the stored pseudo labels
+            labels = rectify(tf.ones_like(p_st), p_st, c.rectify_threshold)
+        changed = tf.reduce_mean(tf.cast(tf.not_equal(labels, st_labels), tf.float32))
+
+        variables = self.trainable_for_step
+        with tf.GradientTape() as tape:
+            source_logits = self._resize(self.student(source, training=True)["logits"], tf.shape(source)[1:3])
+            loss_src = segmentation_cross_entropy(source_logits, source_labels)
+            weak_logits = self._resize(self.student(weak, training=True)["logits"], map_size)
+            loss_tgt = self._target_loss(weak_logits, labels)
+            total = loss_src + loss_tgt
+            if c.use_self_labeling:
+                samples = self._sample(labels, teacher_features)
+                loss_sl, q_entropy, gathered = self._self_labeling(samples)
+                total += c.lambda_sl * loss_sl
+            else:
+                loss_sl = q_entropy = tf.constant(0.0)
+            if c.lambda_reg > 0 and c.strong_augmentation:
+                replayed, valid = replay_to_strong(teacher_logits, data["strong_params"])
+                strong_logits = self._resize(self.student(strong, training=True)["logits"], map_size)
+                loss_reg = symmetric_kl_consistency(replayed, strong_logits, valid)
+                total += c.lambda_reg * loss_reg
+            elif c.lambda_reg > 0:  # w/o Aug: consistency between the two networks on the weak view
+                loss_reg = symmetric_kl_consistency(teacher_logits, weak_logits)
+                total += c.lambda_reg * loss_reg
+            else:
+                loss_reg = tf.constant(0.0)
+            scaled = total / tf.cast(replicas, tf.float32)
+        self.grouped.apply(tape.gradient(scaled, variables), variables)
+        self._update_momentum_networks()
+
+        if c.use_self_labeling and c.bank_size > 0:
+            self.bank.enqueue(gathered)
+        if c.use_self_labeling and c.class_balanced and not c.equal_partition and c.alignment_momentum < 1:
+            per_image = _all_gather(image_class_distribution(labels, self.num_classes))
+            self.delta_pseudo.assign(momentum_update(tf.convert_to_tensor(self.delta_pseudo), per_image,
+                                                     c.alignment_momentum))
+        self.iteration.assign_add(1)
+
+        shift = tf.reduce_sum(tf.abs(tf.convert_to_tensor(self.delta_pseudo) - self.delta_start))
+        values = {"loss": total, "loss_src": loss_src, "loss_tgt": loss_tgt, "loss_sl": loss_sl,
+                  "loss_reg": loss_reg, "rectified_changed": changed, "q_entropy": q_entropy,
+                  "delta_shift": shift}
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}

@@ -1,0 +1,60 @@
+"""Stage ``cpsl``: CPSL adaptation from the warm-up model and the pseudo-label stage's outputs."""
+
+from __future__ import annotations
+
+import keras
+
+from cpsl_tf.cpsl.model import CPSLModel
+from cpsl_tf.data.pipeline import make_training_dataset
+from cpsl_tf.models.checkpoint import save_model_checkpoint
+from cpsl_tf.training.inputs import stage_samples
+from cpsl_tf.training.loop import fit_resumable
+from cpsl_tf.training.pseudo import load_adaptation_inputs, load_stage_model
+from cpsl_tf.training.stages import RunContext, StageError
+from cpsl_tf.training.warmup import build_segmentation_optimizer, checkpoint_meta, evaluate_on_target
+
+# Target maps (P_ST, rectified labels, consistency) live at 1/4 of the crop, as in the official code.
+TARGET_MAP_STRIDE = 4
+
+
+def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLModel:
+    """Student and momentum network from the warm-up model, the head from the prototypes, grouped SGD."""
+    cfg = ctx.cfg
+    student = load_stage_model(ctx, "warmup")
+    teacher = load_stage_model(ctx, "warmup")
+    model = CPSLModel(student, teacher, prototypes, class_distribution, cfg.cpsl,
+                      align_corners=cfg.model.align_corners, seed=cfg.train.seed)
+    t = cfg.train
+    model.use_optimizer(build_segmentation_optimizer(cfg, t.lr, t.head_lr, cfg.cpsl.iterations,
+                                                     model.trainable_for_step, self_labeling_lr=t.head_lr))
+    model.compile(optimizer=model.grouped.groups["backbone"])
+    return model
+
+
+def run_cpsl_stage(ctx: RunContext) -> dict | None:
+    cfg = ctx.cfg
+    keras.utils.set_random_seed(cfg.train.seed)
+    samples = stage_samples(cfg)
+    store, distribution, prototypes = load_adaptation_inputs(ctx)
+    missing = [s.name for s in samples.target_train if s.name not in store]
+    if missing:
+        raise StageError(f"the pseudo-label store has no map for {len(missing)} target images, e.g. "
+                         f"{missing[0]!r}; re-run --stage pseudo")
+    model = build_cpsl_model(ctx, prototypes, distribution)
+
+    def make_dataset(start_batch: int):
+        return make_training_dataset(samples.source, samples.target_train, cfg, cfg.train.seed,
+                                     pseudo_lookup=store.lookup, soft_stride=TARGET_MAP_STRIDE,
+                                     start_batch=start_batch)
+
+    with_labels = all(s.label is not None for s in samples.target_val)
+
+    def periodic_evaluation() -> dict:
+        return evaluate_on_target(model.student, cfg, samples.target_val, progress=False)
+
+    state = {"cpsl_model": model, **model.grouped.groups}
+    fit_resumable(model, make_dataset, cfg.cpsl.iterations, ctx.stage_dir("cpsl"), state,
+                  cfg.train.checkpoint_every, cfg.train.eval_every,
+                  periodic_evaluation if with_labels else None)
+    save_model_checkpoint(model.student, ctx.model_checkpoint("cpsl"), checkpoint_meta(cfg, "cpsl"))
+    return evaluate_on_target(model.student, cfg, samples.target_val) if with_labels else None

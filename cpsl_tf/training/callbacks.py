@@ -1,0 +1,86 @@
+"""Training callbacks: step counting, atomic periodic checkpoints, evaluation, non-finite guard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or Inf; the message names the step and the term."""
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+    """Counts optimizer steps in ``step`` and saves ``manager`` every ``every`` steps and at the end.
+
+    ``tf.train.CheckpointManager`` writes the new checkpoint files before it updates its index, so a
+    crash mid-save leaves the previous checkpoint as the latest readable one.
+    """
+
+    def __init__(self, step: tf.Variable, manager: tf.train.CheckpointManager, every: int):
+        super().__init__()
+        self.step = step
+        self.manager = manager
+        self.every = every
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step.assign_add(1)
+        if int(self.step) % self.every == 0:
+            self.manager.save(checkpoint_number=int(self.step))
+
+    def on_train_end(self, logs=None):
+        if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(
+                f"-{int(self.step)}"):
+            self.manager.save(checkpoint_number=int(self.step))
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss term, naming the step and the term.
+
+    It runs before :class:`StepCheckpoint` in the callback list, so a poisoned state is never saved and
+    the last good checkpoint survives.
+    """
+
+    def __init__(self, step: tf.Variable):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        for name, value in (logs or {}).items():
+            value = float(value)
+            if not math.isfinite(value):
+                self.model.stop_training = True
+                raise NonFiniteLossError(
+                    f"loss term '{name}' is {value} at step {int(self.step) + 1}; training stopped, the last "
+                    "good checkpoint is kept. Lower the learning rate or check the inputs of that term.")
+
+
+class PeriodicEvaluation(keras.callbacks.Callback):
+    """Runs ``evaluate()`` (a scores dict) every ``every`` steps and appends it to a JSON-lines history."""
+
+    def __init__(self, step: tf.Variable, evaluate: Callable[[], dict], every: int, history: Path):
+        super().__init__()
+        self.step = step
+        self.evaluate = evaluate
+        self.every = every
+        self.history = Path(history)
+
+    def _run(self):
+        scores = self.evaluate()
+        entry = {"step": int(self.step), "miou": scores["miou"], "mpa": scores["mpa"], "pa": scores["pa"]}
+        with open(self.history, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        log.info("step %d: target-val mIoU %.2f MPA %.2f", entry["step"], 100 * entry["miou"],
+                 100 * entry["mpa"])
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.step) % self.every == 0:
+            self._run()

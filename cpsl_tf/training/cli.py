@@ -1,0 +1,48 @@
+"""Command line of ``scripts/train.py``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from cpsl_tf.config import ConfigError, load_config, shrink
+from cpsl_tf.training.stages import STAGES, StageError, run_stages, stage_table
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bench.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py", description=sys.modules["__main__"].__doc__ or __doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="experiment config (default: configs/bench.json, the generated benchmark)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.batch_size=2 (repeatable)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--stage", choices=STAGES, help="run only this stage (its inputs must exist)")
+    group.add_argument("--from", dest="start", choices=STAGES, help="re-run from this stage onwards")
+    parser.add_argument("--run-dir", type=Path, help="run folder (default: <train.run_dir>/<config name>)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: shrink the config (tiny model, few steps, few images)")
+    parser.add_argument("--force", action="store_true", help="re-run stages even if they finished")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.quick:
+            cfg = shrink(cfg)
+        run_dir = args.run_dir or Path(cfg.train.run_dir) / cfg.name
+        results = run_stages(cfg, run_dir, only=args.stage, start=args.start, force=args.force)
+    except (ConfigError, StageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(stage_table(results))
+    print(f"results: {run_dir / 'results.json'}")
+    return 0

@@ -1,0 +1,151 @@
+"""Stages ``distill1`` / ``distill2``: self-distillation into a fresh student (paper 4.2, notes 1.5).
+
+Per iteration: source CE; hard pseudo labels from the previous stage's model (eval mode) on the weak
+target crop, averaged with its prediction on the flipped crop, kept where the confidence reaches
+``distill.threshold`` (0.95) and replayed into the strong frame; the student on the strong view is
+trained with CE against them plus ``kd_weight`` x KL(teacher || student) on the strong view. The KL is
+the correct one (log-probabilities in), not the official softmax-input quirk.
+
+The labels are computed on the fly from the teacher instead of being written to PNG files first: the
+same labels, without a pass over the data set and its storage.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from cpsl_tf.config import Config
+from cpsl_tf.cpsl.losses import distillation_kl, segmentation_cross_entropy
+from cpsl_tf.data.pipeline import make_training_dataset
+from cpsl_tf.data.replay import replay_to_strong
+from cpsl_tf.labels import IGNORE_INDEX
+from cpsl_tf.models.checkpoint import load_segmenter, save_model_checkpoint
+from cpsl_tf.resize import resize_bilinear
+from cpsl_tf.training.adapt import TARGET_MAP_STRIDE
+from cpsl_tf.training.inputs import stage_samples
+from cpsl_tf.training.loop import fit_resumable
+from cpsl_tf.training.optim import GroupedSGD
+from cpsl_tf.training.pseudo import load_stage_model
+from cpsl_tf.training.stages import RunContext, StageError
+from cpsl_tf.training.warmup import (
+    build_segmentation_optimizer,
+    checkpoint_meta,
+    evaluate_on_target,
+    new_segmenter,
+)
+
+
+def confident_labels(teacher: keras.Model, images, size, threshold: float, align_corners: bool,
+                     flip: bool = True):
+    """Argmax of the teacher's softmax (averaged with its prediction on the mirrored image when ``flip``);
+    255 where the confidence is below ``threshold``."""
+    probs = tf.nn.softmax(resize_bilinear(teacher(images, training=False)["logits"], size, align_corners))
+    if flip:
+        mirrored = tf.reverse(teacher(tf.reverse(images, axis=[2]), training=False)["logits"], axis=[2])
+        probs = 0.5 * (probs + tf.nn.softmax(resize_bilinear(mirrored, size, align_corners)))
+    labels = tf.argmax(probs, axis=-1, output_type=tf.int32)
+    return tf.where(tf.reduce_max(probs, axis=-1) >= threshold, labels, IGNORE_INDEX)
+
+
+class Distillation(keras.Model):
+    def __init__(self, student: keras.Model, teacher: keras.Model, optimizer: GroupedSGD, threshold: float,
+                 kd_weight: float, align_corners: bool = True, flip: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.student = student
+        self.teacher = teacher
+        self.grouped = optimizer
+        self.threshold = threshold
+        self.kd_weight = kd_weight
+        self.align_corners = align_corners
+        self.flip = flip
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in ("loss", "loss_src", "loss_tgt", "loss_kd", "labelled")}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, images, training=False):
+        return self.student(images, training=training)
+
+    def train_step(self, data):
+        source, source_labels = data["source_image"], data["source_label"]
+        weak, strong = data["target_image"], data["target_strong"]
+        size = tf.shape(weak)[1:3] // TARGET_MAP_STRIDE
+        labels = confident_labels(self.teacher, weak, size, self.threshold, self.align_corners, self.flip)
+        strong_labels, _ = replay_to_strong(labels[..., tf.newaxis], data["strong_params"])
+        strong_labels = strong_labels[..., 0]
+        teacher_strong = resize_bilinear(self.teacher(strong, training=False)["logits"], size,
+                                         self.align_corners)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.student.trainable_variables
+        with tf.GradientTape() as tape:
+            source_logits = resize_bilinear(self.student(source, training=True)["logits"],
+                                            tf.shape(source)[1:3], self.align_corners)
+            loss_src = segmentation_cross_entropy(source_logits, source_labels)
+            student_strong = resize_bilinear(self.student(strong, training=True)["logits"], size,
+                                             self.align_corners)
+            loss_tgt = segmentation_cross_entropy(student_strong, strong_labels)
+            loss_kd = distillation_kl(student_strong, teacher_strong)
+            total = loss_src + loss_tgt + self.kd_weight * loss_kd
+            scaled = total / tf.cast(replicas, tf.float32)
+        self.grouped.apply(tape.gradient(scaled, variables), variables)
+        labelled = tf.reduce_mean(tf.cast(tf.not_equal(strong_labels, IGNORE_INDEX), tf.float32))
+        for name, value in (("loss", total), ("loss_src", loss_src), ("loss_tgt", loss_tgt),
+                            ("loss_kd", loss_kd), ("labelled", labelled)):
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def new_student(cfg: Config, teacher_stage_model: keras.Model) -> keras.Model:
+    """The student's initialisation (``distill.student_init``): the config's own initialisation
+    ("imagenet", i.e. ImageNet when model.imagenet_weights is set), the teacher's weights ("teacher"), or a
+    segmenter checkpoint path."""
+    init = cfg.distill.student_init
+    if init == "imagenet":
+        return new_segmenter(cfg)
+    if init == "teacher":
+        student = new_segmenter(cfg)
+        student.set_weights(teacher_stage_model.get_weights())
+        return student
+    try:
+        student, meta = load_segmenter(init)
+    except Exception as err:
+        raise StageError(f"distill.student_init={init!r} is neither 'imagenet', 'teacher' nor a loadable "
+                         f"segmenter checkpoint: {err}") from err
+    if meta["num_classes"] != cfg.data.num_classes:
+        raise StageError(f"distill.student_init {init} has {meta['num_classes']} classes, the config "
+                         f"{cfg.data.num_classes}")
+    return student
+
+
+def run_distill_stage(ctx: RunContext, round_index: int) -> dict | None:
+    cfg = ctx.cfg
+    stage = f"distill{round_index}"
+    previous = "cpsl" if round_index == 1 else f"distill{round_index - 1}"
+    keras.utils.set_random_seed(cfg.train.seed + round_index)
+    samples = stage_samples(cfg)
+    teacher = load_stage_model(ctx, previous)
+    student = new_student(cfg, teacher)
+    d = cfg.distill
+    grouped = build_segmentation_optimizer(cfg, d.lr, d.head_lr, d.iterations, student.trainable_variables)
+    trainer = Distillation(student, teacher, grouped, d.threshold, d.kd_weight, cfg.model.align_corners,
+                           d.flip)
+    trainer.compile(optimizer=grouped.groups["backbone"])
+
+    def make_dataset(start_batch: int):
+        return make_training_dataset(samples.source, samples.target_train, cfg, cfg.train.seed + round_index,
+                                     start_batch=start_batch)
+
+    with_labels = all(s.label is not None for s in samples.target_val)
+
+    def periodic_evaluation() -> dict:
+        return evaluate_on_target(student, cfg, samples.target_val, progress=False)
+
+    fit_resumable(trainer, make_dataset, d.iterations, ctx.stage_dir(stage), {"student": student,
+                                                                               **grouped.groups},
+                  cfg.train.checkpoint_every, cfg.train.eval_every,
+                  periodic_evaluation if with_labels else None)
+    save_model_checkpoint(student, ctx.model_checkpoint(stage), checkpoint_meta(cfg, stage))
+    return evaluate_on_target(student, cfg, samples.target_val) if with_labels else None

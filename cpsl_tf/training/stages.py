@@ -1,0 +1,146 @@
+"""The stage runner: warm-up -> pseudo labels -> CPSL -> distillation rounds, with skip and resume.
+
+A run folder (``runs/<name>/``) holds the resolved config, one folder per stage and ``results.json``::
+
+    {"stages": {"warmup": {"miou": .., "mpa": .., "pa": .., "iou": [..], "acc": [..], "seconds": ..}}}
+
+A stage that finished writes ``<stage>/done.json`` with the fingerprint of the config sections it
+depends on; it is skipped while that fingerprint matches, and re-run when the config changed. A stage
+that was interrupted resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpsl_tf.config import Config, save_config, to_dict
+from cpsl_tf.io_utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+STAGES = ("warmup", "pseudo", "cpsl", "distill1", "distill2")
+
+# Config sections each stage's outputs depend on (besides those of the stages before it).
+_STAGE_SECTIONS = {
+    "warmup": ("data", "model", "train", "warmup"),
+    "pseudo": (),
+    "cpsl": ("cpsl",),
+    "distill1": ("distill",),
+    "distill2": ("distill",),
+}
+
+
+class StageError(RuntimeError):
+    """A stage cannot run (missing inputs, bad data); the message says what to do."""
+
+
+@dataclass
+class RunContext:
+    cfg: Config
+    run_dir: Path
+
+    def stage_dir(self, stage: str) -> Path:
+        path = self.run_dir / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def model_checkpoint(self, stage: str) -> Path:
+        """The final network of a stage (``.weights.h5`` + sidecar JSON)."""
+        return self.run_dir / stage / "model.weights.h5"
+
+
+def stage_fingerprint(cfg: Config, stage: str) -> str:
+    """Hash of the config sections that ``stage`` and every stage before it depend on."""
+    raw = to_dict(cfg)
+    upto = STAGES[: STAGES.index(stage) + 1]
+    sections = {s: raw[s] for st in upto for s in _STAGE_SECTIONS.get(st, ())}
+    for volatile in ("checkpoint_every", "eval_every", "log_every", "run_dir"):
+        sections.get("train", {}).pop(volatile, None)
+    return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_done(ctx: RunContext, stage: str) -> bool:
+    marker = ctx.run_dir / stage / "done.json"
+    if not marker.exists():
+        return False
+    return json.loads(marker.read_text()).get("fingerprint") == stage_fingerprint(ctx.cfg, stage)
+
+
+def read_results(run_dir: Path) -> dict:
+    path = run_dir / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {"stages": {}}
+
+
+def record_result(run_dir: Path, stage: str, result: dict) -> None:
+    results = read_results(run_dir)
+    results["stages"][stage] = result
+    atomic_write_json(run_dir / "results.json", results)
+
+
+def _run_stage(ctx: RunContext, stage: str) -> dict | None:
+    # Imported on use: each stage pulls in its own part of the package.
+    if stage == "warmup":
+        from cpsl_tf.training.warmup import run_warmup_stage
+
+        return run_warmup_stage(ctx)
+    if stage == "pseudo":
+        from cpsl_tf.training.pseudo import run_pseudo_stage
+
+        return run_pseudo_stage(ctx)
+    if stage == "cpsl":
+        from cpsl_tf.training.adapt import run_cpsl_stage
+
+        return run_cpsl_stage(ctx)
+    from cpsl_tf.training.distill import run_distill_stage
+
+    return run_distill_stage(ctx, round_index=int(stage[-1]))
+
+
+def selected_stages(cfg: Config, only: str | None = None, start: str | None = None) -> list[str]:
+    for name in (only, start):
+        if name is not None and name not in STAGES:
+            raise StageError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+    stages = [s for s in STAGES if not s.startswith("distill") or int(s[-1]) <= cfg.distill.rounds]
+    if only is not None:
+        return [only]
+    if start is not None:
+        return stages[stages.index(start):]
+    return stages
+
+
+def run_stages(cfg: Config, run_dir: Path, only: str | None = None, start: str | None = None,
+               force: bool = False) -> dict:
+    """Run the selected stages in order; finished stages with a matching fingerprint are skipped."""
+    ctx = RunContext(cfg=cfg, run_dir=Path(run_dir))
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, ctx.run_dir / "config.json")
+    forced = set(selected_stages(cfg, only, start)) if (force or only or start) else set()
+    for stage in selected_stages(cfg, only, start):
+        if stage not in forced and is_done(ctx, stage):
+            log.info("stage %s: finished earlier with the same config, skipped", stage)
+            continue
+        log.info("stage %s: starting", stage)
+        begin = time.time()
+        result = _run_stage(ctx, stage)
+        seconds = time.time() - begin
+        if result is not None:
+            record_result(ctx.run_dir, stage, dict(result, seconds=seconds))
+        atomic_write_json(ctx.run_dir / stage / "done.json",
+                          {"fingerprint": stage_fingerprint(cfg, stage), "seconds": seconds})
+        log.info("stage %s: done in %.0f s", stage, seconds)
+    return read_results(ctx.run_dir)
+
+
+def stage_table(results: dict, class_names: tuple[str, ...] | None = None) -> str:
+    """A plain-text table of every stage's mIoU / MPA / PA / wall time."""
+    lines = [f"{'stage':<10} {'mIoU':>6} {'MPA':>6} {'PA':>6} {'time':>8}"]
+    for stage, r in results.get("stages", {}).items():
+        lines.append(f"{stage:<10} {100 * r['miou']:6.1f} {100 * r['mpa']:6.1f} {100 * r['pa']:6.1f} "
+                     f"{r['seconds']:7.0f}s")
+    return "\n".join(lines)
+

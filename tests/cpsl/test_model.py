@@ -1,0 +1,98 @@
+"""CPSLModel.train_step on a tiny network: state updates checked against their defining formulas."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cpsl_tf.config import load_config, shrink
+from cpsl_tf.cpsl.model import CPSLModel
+from cpsl_tf.data.strong import strong_view
+from cpsl_tf.models.segmenter import build_segmenter
+from cpsl_tf.training.warmup import build_segmentation_optimizer
+
+H, W, B = 32, 48, 2
+
+
+def _batch(rng, soft_size):
+    source = rng.random((B, H, W, 3)).astype(np.float32)
+    weak = rng.random((B, H, W, 3)).astype(np.float32)
+    strong, params = [], []
+    for i in range(B):
+        image, p = strong_view(tf.constant(weak[i]), tf.constant([i, 7], tf.int64))
+        strong.append(image)
+        params.append(p)
+    soft = tf.nn.softmax(rng.normal(size=(B, *soft_size, 19)).astype(np.float32) * 3).numpy()
+    return {"source_image": source, "source_label": rng.integers(0, 19, (B, H, W)).astype(np.uint8),
+            "target_image": weak, "target_strong": tf.stack(strong).numpy(),
+            "strong_params": {k: tf.stack([p[k] for p in params]).numpy() for k in params[0]},
+            "target_soft": soft}
+
+
+def _model(cfg, rng):
+    student = build_segmenter(cfg.model, 19)
+    teacher = build_segmenter(cfg.model, 19, name="teacher")
+    teacher.set_weights([w + 0.01 for w in student.get_weights()])
+    prototypes = rng.normal(size=(19, cfg.model.head_channels)).astype(np.float32)
+    distribution = rng.dirichlet(np.ones(19)).astype(np.float32)
+    model = CPSLModel(student, teacher, prototypes, distribution, cfg.cpsl)
+    model.use_optimizer(build_segmentation_optimizer(cfg, 1e-3, 1e-2, 100, model.trainable_for_step, 1e-2))
+    model.compile(optimizer=model.grouped.groups["backbone"])
+    return model
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    base = shrink(load_config(None))
+    return dataclasses.replace(base, cpsl=dataclasses.replace(base.cpsl, ema_momentum=0.9,
+                                                              alignment_momentum=0.8))
+
+
+def _fit(model, batch, steps=1):
+    data = tf.data.Dataset.from_tensors(batch).repeat()
+    return model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0).history
+
+
+def test_one_step_updates_every_state_by_its_formula(cfg):
+    rng = np.random.default_rng(0)
+    model = _model(cfg, rng)
+    batch = _batch(rng, (H // 4, W // 4))
+    teacher_before = [w.numpy() for w in model.teacher.weights]
+    w_ema_before = model.head.momentum_prototypes.numpy()
+    delta_before = model.delta_pseudo.numpy()
+    history = _fit(model, batch)
+    assert all(np.isfinite(v[0]) for v in history.values())
+    assert history["loss_sl"][0] > 0 and history["loss_reg"][0] > 0
+    m = cfg.cpsl.ema_momentum
+    for before, t, s in zip(teacher_before, model.teacher.weights, model.student.weights):
+        expected = m * before + (1 - m) * s.numpy() if s.trainable else s.numpy()
+        np.testing.assert_allclose(t.numpy(), expected, rtol=1e-5, atol=1e-6, err_msg=t.path)
+    np.testing.assert_allclose(model.head.momentum_prototypes.numpy(),
+                               m * w_ema_before + (1 - m) * model.head.prototypes.numpy(), atol=1e-6)
+    # Bank: M samples of each image, unit-norm features.
+    filled = int(model.bank.filled.numpy())
+    assert filled == B * cfg.cpsl.pixels_per_image
+    norms = np.linalg.norm(model.bank.valid_rows().numpy(), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+    # Eq. 11 with two images: delta <- a^2 delta + a(1-a) d_0 + (1-a) d_1, still a distribution.
+    delta = model.delta_pseudo.numpy()
+    assert not np.allclose(delta, delta_before) and delta.sum() == pytest.approx(1.0, abs=1e-5)
+    assert history["delta_shift"][0] == pytest.approx(np.abs(delta - delta_before).sum(), rel=1e-4)
+
+
+def test_ablation_without_self_labeling_leaves_the_head_alone(cfg):
+    rng = np.random.default_rng(1)
+    ablated = dataclasses.replace(cfg, cpsl=dataclasses.replace(cfg.cpsl, use_self_labeling=False))
+    model = _model(ablated, rng)
+    w_before = model.head.prototypes.numpy()
+    delta_before = model.delta_pseudo.numpy()
+    history = _fit(model, _batch(rng, (H // 4, W // 4)))
+    assert history["loss_sl"][0] == 0.0
+    np.testing.assert_array_equal(model.head.prototypes.numpy(), w_before)
+    np.testing.assert_array_equal(model.delta_pseudo.numpy(), delta_before)
+    assert int(model.bank.filled.numpy()) == 0
+    # Self-training alone: the rectified labels are the stored pseudo labels, nothing changes.
+    assert history["rectified_changed"][0] == 0.0
