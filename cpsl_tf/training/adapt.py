@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from cpsl_tf.cpsl.model import CPSLModel
 from cpsl_tf.data.pipeline import make_training_dataset
+from cpsl_tf.io_utils import atomic_path
 from cpsl_tf.models.checkpoint import save_model_checkpoint
 from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.loop import fit_resumable
@@ -15,6 +17,7 @@ from cpsl_tf.training.warmup import build_segmentation_optimizer, checkpoint_met
 
 # Target maps (P_ST, rectified labels, consistency) live at 1/4 of the crop, as in the official code.
 TARGET_MAP_STRIDE = 4
+SELF_LABELING_STATE = "self_labeling.npz"
 
 
 def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLModel:
@@ -29,6 +32,15 @@ def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLMod
                                                      model.trainable_for_step, self_labeling_lr=t.head_lr))
     model.compile(optimizer=model.grouped.groups["backbone"])
     return model
+
+
+def save_self_labeling_state(model: CPSLModel, path) -> None:
+    """The head W, its momentum copy W', and delta_pseudo at its start (Eq. 10) and end (Eq. 11): the
+    class distribution of the rectified labels, for reports (paper Fig. 6)."""
+    with atomic_path(path) as tmp:
+        np.savez(tmp, prototypes=model.head.prototypes.numpy(),
+                 momentum_prototypes=model.head.momentum_prototypes.numpy(),
+                 delta_start=model.delta_start.numpy(), delta_pseudo=model.delta_pseudo.numpy())
 
 
 def run_cpsl_stage(ctx: RunContext) -> dict | None:
@@ -57,4 +69,5 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
                   cfg.train.checkpoint_every, cfg.train.eval_every,
                   periodic_evaluation if with_labels else None)
     save_model_checkpoint(model.student, ctx.model_checkpoint("cpsl"), checkpoint_meta(cfg, "cpsl"))
+    save_self_labeling_state(model, ctx.stage_dir("cpsl") / SELF_LABELING_STATE)
     return evaluate_on_target(model.student, cfg, samples.target_val) if with_labels else None

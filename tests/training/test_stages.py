@@ -75,6 +75,9 @@ def test_all_stages_run_in_order_and_skip_when_done(tiny_cfg, tmp_path):
         assert 0.0 <= r["miou"] <= 1.0 and r["seconds"] > 0, stage
     pseudo = tmp_path / "run" / "pseudo"
     assert (pseudo / "soft" / "index.json").exists() and (pseudo / "prototypes.npy").exists()
+    state = np.load(tmp_path / "run" / "cpsl" / "self_labeling.npz")
+    assert state["delta_pseudo"].sum() == pytest.approx(1.0, abs=1e-5)
+    assert state["momentum_prototypes"].shape == (19, tiny_cfg.model.head_channels)
     stamps = {s: (tmp_path / "run" / s / "done.json").stat().st_mtime_ns for s in results["stages"]}
     again = run_stages(tiny_cfg, tmp_path / "run")
     assert again == results
