@@ -369,6 +369,21 @@ def validate(cfg: Config, source: str = "config") -> Config:
     return cfg
 
 
+# What ``cpsl.preset: "official"`` sets (official-code-notes sections 1.2, 5, 8): 256 uniformly sampled
+# pixels per image, 0.1 CE + RCE, CutMix with probability 0.5, the running-mean prototypes. A --set of one
+# of these keys still wins.
+OFFICIAL_PRESET = {"pixels_per_image": 256, "target_loss": "ce+rce", "cutmix_prob": 0.5,
+                   "prototype_mode": "official"}
+
+
+def _with_preset(raw: dict, explicit: set[str]) -> dict:
+    cpsl = raw.get("cpsl")
+    if not isinstance(cpsl, dict) or cpsl.get("preset") != "official":
+        return raw
+    preset = {k: v for k, v in OFFICIAL_PRESET.items() if f"cpsl.{k}" not in explicit}
+    return {**raw, "cpsl": {**cpsl, **preset}}
+
+
 def config_from_dict(raw: dict, source: str = "config") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a JSON object")
@@ -392,7 +407,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         raw = apply_overrides(raw, overrides, f"{source} --set")
         source += " (with --set overrides)"
-    return config_from_dict(raw, source)
+    explicit = {text.split("=", 1)[0].strip() for text in overrides or []}
+    return config_from_dict(_with_preset(raw, explicit), source)
 
 
 def to_dict(cfg: Config) -> dict:

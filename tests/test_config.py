@@ -66,3 +66,12 @@ def test_bad_file(tmp_path):
     bad.write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(bad)
+
+
+def test_official_preset_sets_its_choices_unless_overridden():
+    cfg = load_config(REPO / "configs/gta.json", ["cpsl.preset=official"])
+    assert (cfg.cpsl.pixels_per_image, cfg.cpsl.target_loss, cfg.cpsl.cutmix_prob) == (256, "ce+rce", 0.5)
+    assert cfg.cpsl.prototype_mode == "official"
+    cfg = load_config(REPO / "configs/gta.json", ["cpsl.preset=official", "cpsl.pixels_per_image=128"])
+    assert cfg.cpsl.pixels_per_image == 128
+    assert load_config(REPO / "configs/gta.json").cpsl.pixels_per_image == 512

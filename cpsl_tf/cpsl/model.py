@@ -48,9 +48,6 @@ from cpsl_tf.resize import resize_bilinear
 if TYPE_CHECKING:
     from cpsl_tf.training.optim import GroupedSGD
 
-_METRICS = ("loss", "loss_src", "loss_tgt", "loss_sl", "loss_reg", "rectified_changed", "q_entropy",
-            "delta_shift")
-
 
 def _all_gather(x):
     return tf.distribute.get_replica_context().all_gather(x, axis=0)
@@ -59,6 +56,9 @@ def _all_gather(x):
 class CPSLModel(keras.Model):
     """The network f_SEG, its momentum copy f'_SEG, the self-labeling head f_SL (+ f'_SL), the memory bank
     and delta_pseudo, trained by :meth:`train_step`."""
+
+    METRIC_NAMES = ("loss", "loss_src", "loss_tgt", "loss_sl", "loss_reg", "rectified_changed", "q_entropy",
+                    "delta_shift")
 
     def __init__(self, student: keras.Model, teacher: keras.Model, prototypes, class_distribution,
                  cpsl: CPSLConfig, align_corners: bool = True, seed: int = 0, **kwargs):
@@ -83,7 +83,7 @@ class CPSLModel(keras.Model):
                                             name="delta_pseudo")
         self.iteration = self.add_weight(shape=(), initializer="zeros", dtype="int64", trainable=False,
                                          aggregation="only_first_replica", name="cpsl_iteration")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in _METRICS}
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.METRIC_NAMES}
 
     def use_optimizer(self, optimizer: GroupedSGD) -> None:
         """Set the grouped SGD (built on :attr:`trainable_for_step`) that :meth:`train_step` applies."""

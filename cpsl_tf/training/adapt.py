@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from cpsl_tf.cpsl.model import CPSLModel
+from cpsl_tf.cpsl.official_model import OfficialCPSLModel
 from cpsl_tf.data.pipeline import make_training_dataset
 from cpsl_tf.io_utils import atomic_path
 from cpsl_tf.models.checkpoint import save_model_checkpoint
@@ -25,8 +26,9 @@ def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLMod
     cfg = ctx.cfg
     student = load_stage_model(ctx, "warmup")
     teacher = load_stage_model(ctx, "warmup")
-    model = CPSLModel(student, teacher, prototypes, class_distribution, cfg.cpsl,
-                      align_corners=cfg.model.align_corners, seed=cfg.train.seed)
+    model_class = OfficialCPSLModel if cfg.cpsl.preset == "official" else CPSLModel
+    model = model_class(student, teacher, prototypes, class_distribution, cfg.cpsl,
+                        align_corners=cfg.model.align_corners, seed=cfg.train.seed)
     t = cfg.train
     model.use_optimizer(build_segmentation_optimizer(cfg, t.lr, t.head_lr, cfg.cpsl.iterations,
                                                      model.trainable_for_step, self_labeling_lr=t.head_lr))

@@ -96,3 +96,53 @@ def test_ablation_without_self_labeling_leaves_the_head_alone(cfg):
     assert int(model.bank.filled.numpy()) == 0
     # Self-training alone: the rectified labels are the stored pseudo labels, nothing changes.
     assert history["rectified_changed"][0] == 0.0
+
+
+def _pipeline_batch(cfg, rng):
+    """One real training batch (weak/strong views, full image, CutMix) from in-memory samples."""
+    from types import SimpleNamespace
+
+    from cpsl_tf.data.pipeline import make_training_dataset
+
+    images, labels, source, target = {}, {}, [], []
+    for i in range(4):
+        for prefix, group in (("s", source), ("t", target)):
+            name = f"{prefix}{i}"
+            images[name] = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+            labels[name + "_gt"] = rng.integers(0, 19, (H, W), dtype=np.uint8)
+            group.append(SimpleNamespace(name=name, image=name, label=name + "_gt", dataset="bench"))
+    out = build_segmenter(cfg.model, 19)(tf.zeros((1, H, W, 3)))["logits"].shape[1:3]
+    soft = {s.name: tf.nn.softmax(rng.normal(size=(*out, 19)).astype(np.float32)).numpy() for s in target}
+    data = dataclasses.replace(cfg.data, source_size=[H, W], target_size=[H, W], crop_size=[H, W],
+                               scale_range=[0.75, 1.25])
+    dataset = make_training_dataset(source, target, dataclasses.replace(cfg, data=data), 0,
+                                    pseudo_lookup=soft.__getitem__, load_image=images.__getitem__,
+                                    load_label=lambda p, d, n: labels[p], batch_size=B)
+    return next(iter(dataset))
+
+
+def test_official_preset_step_uses_two_banks_and_a_fixed_distribution(cfg):
+    from cpsl_tf.config import load_config as load
+    from cpsl_tf.cpsl.official_model import OfficialCPSLModel
+
+    rng = np.random.default_rng(2)
+    official = shrink(load(None, ["cpsl.preset=official"]))
+    official = dataclasses.replace(official, cpsl=dataclasses.replace(official.cpsl, cutmix_prob=1.0))
+    batch = _pipeline_batch(official, rng)
+    assert bool(np.all(batch["cutmix"].numpy()))
+    student = build_segmenter(official.model, 19)
+    teacher = build_segmenter(official.model, 19, name="teacher")
+    teacher.set_weights(student.get_weights())
+    model = OfficialCPSLModel(student, teacher, rng.normal(size=(19, official.model.head_channels)),
+                              np.full(19, 1 / 19, np.float32), official.cpsl)
+    model.use_optimizer(build_segmentation_optimizer(official, 1e-3, 1e-2, 100, model.trainable_for_step,
+                                                     1e-2))
+    model.compile(optimizer=model.grouped.groups["backbone"])
+    w_before = model.head.prototypes.numpy()
+    history = _fit(model, {k: v for k, v in batch.items()})
+    assert all(np.isfinite(v[0]) for v in history.values()) and history["loss_sl"][0] > 0
+    m = official.cpsl.pixels_per_image
+    assert int(model.bank.filled.numpy()) == B * m and int(model.logit_bank.filled.numpy()) == B * m
+    np.testing.assert_allclose(np.linalg.norm(model.logit_bank.valid_rows().numpy(), axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(model.delta_pseudo.numpy(), np.full(19, 1 / 19, np.float32))
+    assert not np.allclose(model.head.prototypes.numpy(), w_before)
