@@ -105,7 +105,9 @@ def source_style() -> DomainStyle:
     """The game-like source domain: saturated palette, clean fine textures, no camera effects."""
     appearance = Appearance(
         hue_shift=_table(0.0), saturation=_table(1.15), value=_table(1.0),
-        texture_amplitude=_table(4.0), texture_scale=np.zeros(NUM_CLASSES + 1, dtype=np.int64),
+        # Games have textures too: without them, target noise alone would read as "building" (the only
+        # source class with fine structure) and building becomes a catch-all class on the target.
+        texture_amplitude=_table(6.0), texture_scale=np.random.default_rng(7).integers(0, 3, NUM_CLASSES + 1),
         colour_jitter=12.0,
     )
     photometry = Photometry(
@@ -134,7 +136,7 @@ def target_style(variant: str, shift: float = DEFAULT_SHIFT) -> DomainStyle:
     hue = np.append(rng.uniform(-40.0, 40.0, n) * shift, 0.0)
     saturation = np.append(1.0 - shift * rng.uniform(0.0, 0.6, n), 1.0)
     value = np.append(1.0 + shift * rng.uniform(-0.4, 0.3, n), 1.0)
-    amplitude = np.append(4.0 + shift * rng.uniform(6.0, 20.0, n), 0.0)
+    amplitude = np.append(4.0 + shift * rng.uniform(4.0, 14.0, n), 0.0)
     scale = np.append(rng.integers(0, len(TEXTURE_SCALES), n), 0)
     appearance = Appearance(
         hue_shift=hue.astype(np.float32), saturation=saturation.astype(np.float32),
@@ -148,8 +150,8 @@ def target_style(variant: str, shift: float = DEFAULT_SHIFT) -> DomainStyle:
         white_balance=gains.astype(np.float32), white_balance_jitter=0.1 * shift, gamma=float(gamma),
         contrast=float(1.0 - shift * rng.uniform(0.2, 0.5)), vignette=float(0.5 * shift),
         blur_sigma=float(shift * rng.uniform(0.8, 1.4)),
-        noise_sigma=float(10.0 * shift * rng.uniform(0.7, 1.2)),
-        chroma_noise_sigma=float(4.0 * shift), jpeg_quality=(35, 75), illumination=0.2,
+        noise_sigma=float(6.0 * shift * rng.uniform(0.7, 1.2)),
+        chroma_noise_sigma=float(2.0 * shift), jpeg_quality=(35, 75), illumination=0.2,
     )
     horizon = rng.uniform(-0.08, 0.0) * shift * 2
     focal = 1.0 + shift * rng.uniform(0.1, 0.4)
