@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -68,17 +69,22 @@ def plot_class_distributions(distributions: Mapping[str, np.ndarray], names: Seq
 
 
 def plot_training_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                         boundaries: Mapping[str, int], path: str | Path) -> None:
+                         boundaries: Mapping[str, int], path: str | Path,
+                         finals: Mapping[str, tuple[int, float, float]] | None = None) -> None:
     """Paper Fig. 4/7: mIoU and MPA (%) over training iterations, one line per stage.
 
     ``curves[stage] = (steps, miou, mpa)`` with steps counted over the whole run (each stage offset by
-    the iterations of the stages before it); ``boundaries[stage]`` is the step where a stage starts.
+    the iterations of the stages before it); ``boundaries[stage]`` is the step where a stage starts;
+    ``finals[stage] = (step, miou, mpa)``, the end-of-stage scores, drawn as stars.
     """
     figure = Figure(figsize=(10.0, 3.8))
     panels = figure.subplots(1, 2, sharex=True)
     for column, (axes, metric) in enumerate(zip(panels, ("mIoU", "MPA"))):
         for stage, curve in curves.items():
-            axes.plot(curve[0], 100 * curve[1 + column], marker="o", markersize=3, label=stage)
+            line = axes.plot(curve[0], 100 * curve[1 + column], marker="o", markersize=3, label=stage)[0]
+            if finals and stage in finals and finals[stage][1 + column] is not None:
+                axes.plot(finals[stage][0], 100 * finals[stage][1 + column], marker="*", markersize=10,
+                          color=line.get_color(), linestyle="none")
         for stage, start in boundaries.items():
             if start > 0:
                 axes.axvline(start, color="grey", linestyle="--", linewidth=0.8)
@@ -106,7 +112,8 @@ def plot_confusion(confusion: np.ndarray, names: Sequence[str], path: str | Path
     size = max(6.0, 0.42 * len(names))
     figure = Figure(figsize=(size + 1.0, size))
     axes = figure.subplots()
-    image = axes.imshow(np.ma.masked_invalid(share), cmap="Blues", vmin=0.0, vmax=1.0)
+    colours = matplotlib.colormaps["Blues"].with_extremes(bad="#d9d9d9")  # grey: class absent from the labels
+    image = axes.imshow(np.ma.masked_invalid(share), cmap=colours, vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of the class's pixels")
     ticks = np.arange(len(names))
     axes.set_xticks(ticks, names, rotation=60, ha="right", fontsize=8)

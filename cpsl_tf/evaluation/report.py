@@ -402,20 +402,24 @@ def distribution_section(run: RunFolder, out: Path, max_images: int | None) -> l
     if "ground truth" in distributions:
         truth = distributions["ground truth"]
         rows.append(["distance to ground truth (total variation, %)",
-                     *(f"{50 * np.abs(v - truth).sum():.3g}" for v in distributions.values())])
+                     *(f"{50 * np.abs(v - truth).sum():.3g}" if label != "ground truth" else "-"
+                       for label, v in distributions.items())])
     plots.plot_class_distributions(distributions, run.names, out / "class_distribution.png")
     return blocks + [Paragraph(text), Table(["class", *distributions], rows),
                      Image("class_distribution.png", "Class distribution on target train (log scale).")]
 
 
+def stage_lengths(cfg: Config) -> dict[str, int]:
+    return {"warmup": cfg.warmup.iterations, "cpsl": cfg.cpsl.iterations,
+            "distill1": cfg.distill.iterations, "distill2": cfg.distill.iterations}
+
+
 def stage_offsets(cfg: Config) -> dict[str, int]:
     """First iteration of each training stage when the stages are laid end to end."""
-    lengths = {"warmup": cfg.warmup.iterations, "cpsl": cfg.cpsl.iterations,
-               "distill1": cfg.distill.iterations, "distill2": cfg.distill.iterations}
     offsets, start = {}, 0
-    for stage in MODEL_STAGES:
+    for stage, length in stage_lengths(cfg).items():
         offsets[stage] = start
-        start += lengths[stage]
+        start += length
     return offsets
 
 
@@ -432,7 +436,11 @@ def curves_section(run: RunFolder, out: Path) -> list[Block]:
                   np.array([np.nan if e["miou"] is None else e["miou"] for e in h], dtype=np.float64),
                   np.array([np.nan if e["mpa"] is None else e["mpa"] for e in h], dtype=np.float64))
               for s, h in histories.items()}
-    plots.plot_training_curves(curves, {s: offsets[s] for s in histories}, out / "training_curves.png")
+    lengths = stage_lengths(run.cfg)
+    finals = {s: (offsets[s] + lengths[s], run.results[s]["miou"], run.results[s]["mpa"])
+              for s in histories if s in run.results}
+    plots.plot_training_curves(curves, {s: offsets[s] for s in histories}, out / "training_curves.png",
+                               finals)
     rows = []
     for stage, history in histories.items():
         best = max(history, key=lambda e: e["miou"] if _is_number(e["miou"]) else -1.0)
@@ -445,7 +453,7 @@ def curves_section(run: RunFolder, out: Path) -> list[Block]:
                   "count over the whole run, each stage starting after the configured iterations of the ones "
                   "before it."),
         Table(["stage", "evaluations", "first mIoU", "best mIoU", "last mIoU", "final mIoU"], rows),
-        Image("training_curves.png", "mIoU and MPA on target val during training.")]
+        Image("training_curves.png", "mIoU and MPA on target val during training; stars: end of stage.")]
 
 
 def _load_model(run: RunFolder, stage: str):

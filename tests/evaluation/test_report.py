@@ -86,7 +86,7 @@ def fake_run(tmp_path_factory):
         (run / stage / "done.json").write_text("{}")
     for stage in ("warmup", "cpsl"):
         save_stage_model(cfg, run, stage)
-        entries = [{"step": s, "miou": 0.1 * s, "mpa": 0.1 * s + 0.05, "pa": 0.5} for s in (2, 4)]
+        entries = [{"step": s, "miou": 0.2 * s, "mpa": 0.2 * s + 0.05, "pa": 0.5} for s in (1, 2)]
         # A resumed stage may log a step twice (the later entry counts) and a crash may cut a line.
         lines = [json.dumps(e) for e in entries]
         lines += [json.dumps(dict(entries[-1], miou=0.55)), '{"step": 6, "mi']
@@ -123,8 +123,8 @@ def test_report_files_and_numbers(fake_run):
     assert next(line for line in md.splitlines() if line.startswith("| wall |")) == "| wall | n/a | n/a |"
     missing = md.split("## Missing")[1].split("\n## ")[0]
     assert "`distill1`" in missing and "`distill2`" in missing
-    # Curves: duplicate step 4 counted once with its later value, the cut line skipped.
-    assert "| cpsl | 2 | 20.00 | 55.00 (step 4) | 55.00 | 42.71 |" in md
+    # Curves: duplicate step 2 counted once with its later value, the cut line skipped.
+    assert "| cpsl | 2 | 20.00 | 55.00 (step 2) | 55.00 | 42.71 |" in md
     html = (out / "report.html").read_text()
     assert "<img src='class_distribution.png'" in html and f"{100 * 0.4271:.2f}" in html
 
