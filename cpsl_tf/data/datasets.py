@@ -38,6 +38,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Labels must be lossless.
 LABEL_SUFFIXES = (".png", ".bmp")
 BAD_SAMPLE_POLICIES = ("skip", "error")
+# Raw ids a reader's label files may hold, void ids included (the id sets of cpsl_tf.data.verify):
+# Cityscapes labelIds 0-33, GTA5 also 34, SYNTHIA-RAND-CITYSCAPES 0-22.
+RAW_ID_COUNT = {"cityscapes": 34, "folder": 34, "gta5": 35, "synthia": 23}
 
 # How many file names a log line or error message lists before summarising the rest.
 _NAMES_SHOWN = 30
@@ -337,9 +340,24 @@ def read_raw_label(path: str | bytes | Path, dataset: str) -> np.ndarray:
     return raw.astype(np.int32)
 
 
-def load_label(path: str | bytes | Path, dataset: str, num_classes: int = 19) -> np.ndarray:
-    """(H, W) uint8 class indices of the ``num_classes`` protocol, 255 = ignore."""
-    return map_labels(read_raw_label(path, dataset), _label_table_name(dataset), num_classes)
+def load_label(path: str | bytes | Path, dataset: str, num_classes: int = 19, *,
+               strict: bool = False) -> np.ndarray:
+    """(H, W) uint8 class indices of the ``num_classes`` protocol, 255 = ignore.
+
+    Ids outside the dataset's id table become ignore; with ``strict`` (the training pipeline) they raise
+    :class:`DatasetError` naming the file instead: such a file is usually a label of another dataset, a
+    train-id or a colour image, whose pixels would silently drop out of training.
+    """
+    raw = read_raw_label(path, dataset)
+    id_count = RAW_ID_COUNT[dataset]
+    unknown = np.unique(raw[raw >= id_count]) if strict else ()
+    if len(unknown):
+        raise DatasetError(
+            f"{os.fsdecode(path)}: label ids {unknown[:10].tolist()} are outside the {dataset} id table "
+            f"(0-{id_count - 1}); is it a label file of another dataset or a train-id image? Fix or remove "
+            "it (python scripts/prepare_data.py verify lists every such file)"
+        )
+    return map_labels(raw, _label_table_name(dataset), num_classes)
 
 
 def image_shape(path: str | Path) -> tuple[int, int]:

@@ -32,6 +32,7 @@ without a label file yield the image only.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -47,11 +48,12 @@ SOURCE_STREAM, TARGET_STREAM, PAIR_STREAM = 1, 2, 3
 
 
 def _default_loaders(load_image, load_label):
+    """The dataset readers, unless given; labels with ids outside the dataset's table are refused."""
     if load_image is None or load_label is None:
         from cpsl_tf.data import datasets
 
         load_image = load_image or datasets.load_image
-        load_label = load_label or datasets.load_label
+        load_label = load_label or functools.partial(datasets.load_label, strict=True)
     return load_image, load_label
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from cpsl_tf.io_utils import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 
@@ -76,8 +78,9 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     def _run(self):
         scores = self.evaluate()
         entry = {"step": int(self.step), "miou": scores["miou"], "mpa": scores["mpa"], "pa": scores["pa"]}
-        with open(self.history, "a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        # Rewritten whole and atomically: a crash mid-write never leaves a torn last line.
+        before = self.history.read_text() if self.history.exists() else ""
+        atomic_write_text(self.history, before + json.dumps(entry) + "\n")
         log.info("step %d: target-val mIoU %.2f MPA %.2f", entry["step"], 100 * entry["miou"],
                  100 * entry["mpa"])
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpsl_tf.config import Config
-from cpsl_tf.data.datasets import DatasetError, Sample, list_samples, reader_for
+from cpsl_tf.data.datasets import DatasetError, Sample, check_pairs, list_samples, reader_for
 from cpsl_tf.training.stages import StageError
 
 log = logging.getLogger(__name__)
@@ -44,23 +44,37 @@ def ensure_benchmark(cfg: Config) -> None:
                        num_target_val=b.num_target_val, workers=2)
 
 
-def _list(kind: str, role: str, root: str, split: str, num_classes: int, what: str) -> list[Sample]:
+def _list(kind: str, role: str, root: str, split: str, num_classes: int, what: str,
+          bad_samples: str) -> list[Sample]:
+    """The samples of one split; unusable pairs are left out with a warning or refused (``bad_samples``)."""
     dataset = reader_for(kind, role=role)
     try:
-        return list_samples(dataset, root, split=split, num_classes=num_classes)
+        samples = list_samples(dataset, root, split=split, num_classes=num_classes)
     except DatasetError as err:
         raise StageError(f"{what} ({dataset}, split {split}) not usable at {root}: {err}\n"
                          f"To prepare it: {_PREPARE_HINT.get(dataset, '')}; then check it with "
                          f"python scripts/prepare_data.py verify --dataset {dataset} --root {root}") from err
+    # Headers only: unreadable files and image/label size mismatches stop here, before any training,
+    # instead of inside tf.data. Truncated pixel data and unknown label ids surface when decoded.
+    try:
+        good, _ = check_pairs(samples, bad_samples)
+    except DatasetError as err:
+        raise StageError(f"{what} at {root}: {err}") from err
+    if not good:
+        raise StageError(f"{what} at {root}: none of its {len(samples)} sample(s) is usable (see the warning "
+                         "above for the reasons)")
+    return good
 
 
 def stage_samples(cfg: Config, need_val_labels: bool = True) -> StageSamples:
     ensure_benchmark(cfg)
     d = cfg.data
-    source = _list(d.source, "source", d.source_root, "train", d.num_classes, "source dataset")
-    target_train = _list(d.target, "target", d.target_root, "train", d.num_classes, "target training set")
+    source = _list(d.source, "source", d.source_root, "train", d.num_classes, "source dataset",
+                   d.bad_samples)
+    target_train = _list(d.target, "target", d.target_root, "train", d.num_classes, "target training set",
+                         d.bad_samples)
     target_val = _list(d.target, "target", d.target_root, cfg.eval.split, d.num_classes,
-                       "target validation set")
+                       "target validation set", d.bad_samples)
     if need_val_labels and not any(s.label for s in target_val):
         log.warning("target validation set at %s has no labels: stages report no target-val metrics",
                     d.target_root)

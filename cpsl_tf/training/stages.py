@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,28 @@ def _run_stage(ctx: RunContext, stage: str) -> dict | None:
     return run_distill_stage(ctx, round_index=int(stage[-1]))
 
 
+def known_failure(err: Exception) -> str | None:
+    """The message of a failure with a known cause (bad data, foreign store or checkpoint, a non-finite
+    loss), or ``None`` for anything else (a bug: its traceback is wanted).
+
+    A file that cannot be read inside ``tf.data`` (``tf.numpy_function``) arrives as a TensorFlow error
+    whose long message embeds the Python exception; its last line names the file and is kept alone.
+    """
+    from cpsl_tf.data.datasets import DatasetError
+    from cpsl_tf.data.pseudo_store import PseudoStoreError
+    from cpsl_tf.models.checkpoint import CheckpointError
+    from cpsl_tf.training.callbacks import NonFiniteLossError
+
+    if isinstance(err, (DatasetError, PseudoStoreError, CheckpointError, NonFiniteLossError)):
+        return str(err)
+    if type(err).__module__.startswith("tensorflow") and "PyFunc" in str(err):
+        raised = re.findall(r"^[\w.]*(?:DatasetError|PseudoStoreError|ValueError|KeyError): (.+)$", str(err),
+                            re.MULTILINE)
+        if raised:
+            return raised[-1]
+    return None
+
+
 def selected_stages(cfg: Config, only: str | None = None, start: str | None = None) -> list[str]:
     for name in (only, start):
         if name is not None and name not in STAGES:
@@ -126,7 +149,13 @@ def run_stages(cfg: Config, run_dir: Path, only: str | None = None, start: str |
             continue
         log.info("stage %s: starting", stage)
         begin = time.time()
-        result = _run_stage(ctx, stage)
+        try:
+            result = _run_stage(ctx, stage)
+        except Exception as err:
+            reason = known_failure(err)
+            if reason is None:
+                raise
+            raise StageError(f"stage {stage} stopped: {reason}") from err
         seconds = time.time() - begin
         if result is not None:
             record_result(ctx.run_dir, stage, dict(result, seconds=seconds))
