@@ -1,0 +1,73 @@
+"""SIGKILL in the middle of a stage: rerunning the same command continues and finishes, and no file
+written before the kill is lost or half-written (every output is written atomically)."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import tensorflow as tf
+
+from cpsl_tf.models.checkpoint import load_segmenter
+from tests.conftest import REPO
+from tests.faults.conftest import tiny_config, write_config
+
+ITERATIONS = 10
+
+
+def _is_temporary(path) -> bool:
+    """A leftover of a write the kill interrupted: atomic_path's hidden temp file or TF's temp folder."""
+    return (path.name.startswith(".") and ".tmp" in path.name) or any("_temp" in p for p in path.parts)
+
+
+def assert_outputs_complete(run):
+    """Every output under a final name is whole: JSON parses, checkpoints and models load."""
+    for path in run.rglob("*.json"):
+        if not _is_temporary(path):
+            json.loads(path.read_text())
+    state = tf.train.get_checkpoint_state(str(run / "warmup" / "checkpoints"))
+    assert state is not None and state.all_model_checkpoint_paths
+    for checkpoint in state.all_model_checkpoint_paths:
+        reader = tf.train.load_checkpoint(checkpoint)
+        step = int(reader.get_tensor("stage_step/.ATTRIBUTES/VARIABLE_VALUE"))
+        assert checkpoint.endswith(f"ckpt-{step}") and step % 2 == 0
+    model = run / "warmup" / "model.weights.h5"
+    if model.exists():
+        load_segmenter(model)
+
+
+def test_sigkill_at_a_random_step_then_rerun_continues(tiny_bench, tmp_path):
+    config = write_config(tmp_path / "tiny.json",
+                          tiny_config(tiny_bench, {"warmup": {"iterations": ITERATIONS}}))
+    run = tmp_path / "run"
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(config), "--stage",
+               "warmup", "--run-dir", str(run)]
+    index = run / "warmup" / "checkpoints" / "checkpoint"
+    delay = random.Random().uniform(0.0, 1.5)
+    with open(tmp_path / "killed.log", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + 240
+        while not index.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    killed_log = (tmp_path / "killed.log").read_text(errors="replace")
+    assert process.returncode == -signal.SIGKILL, f"not killed mid-stage (delay {delay:.2f} s):\n{killed_log}"
+    assert not (run / "warmup" / "done.json").exists() and not (run / "results.json").exists()
+    assert_outputs_complete(run)
+
+    rerun = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed warmup at step" in rerun.stderr, rerun.stderr[-3000:]
+    assert_outputs_complete(run)
+    results = json.loads((run / "results.json").read_text())
+    assert 0.0 <= results["stages"]["warmup"]["miou"] <= 1.0
+    assert tf.train.latest_checkpoint(str(run / "warmup" / "checkpoints")).endswith(f"ckpt-{ITERATIONS}")
+    assert json.loads((run / "warmup" / "done.json").read_text())["fingerprint"]
+    _, meta = load_segmenter(run / "warmup" / "model.weights.h5")
+    assert meta["stage"] == "warmup" and meta["num_classes"] == 19
