@@ -38,7 +38,7 @@ from cpsl_tf.data.bench_style import (
 from cpsl_tf.io_utils import atomic_path, atomic_write_json
 from cpsl_tf.labels import CLASS_NAMES_19, IGNORE_INDEX, lookup_table
 
-GENERATOR_VERSION = 2  # bump whenever the images change, so that old sets are regenerated
+GENERATOR_VERSION = 3  # bump whenever the images change, so that old sets are regenerated
 TRAIN_CITIES = ("altenau", "brightwater", "corvale")
 VAL_CITIES = ("dunmore",)
 SPLITS = ("source", "target_train", "target_val")
