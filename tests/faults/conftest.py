@@ -61,3 +61,23 @@ def tiny_config(bench: Path, changes: dict | None = None) -> dict:
 def write_config(path: Path, raw: dict) -> Path:
     path.write_text(json.dumps(raw, indent=2))
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_bench, tmp_path_factory) -> tuple[Path, Path]:
+    """(config file, run folder) after the warm-up and pseudo-label stages on the tiny benchmark; copy the
+    run folder (``copy_run``) before running anything against it."""
+    from cpsl_tf.config import load_config
+    from cpsl_tf.training.stages import run_stages
+
+    root = tmp_path_factory.mktemp("trained")
+    config = write_config(root / "tiny.json", tiny_config(tiny_bench))
+    cfg = load_config(config)
+    run_stages(cfg, root / "run", only="warmup")
+    run_stages(cfg, root / "run", only="pseudo")
+    return config, root / "run"
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest)
+    return dest
