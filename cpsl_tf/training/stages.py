@@ -6,7 +6,8 @@ A run folder (``runs/<name>/``) holds the resolved config, one folder per stage 
 
 A stage that finished writes ``<stage>/done.json`` with the fingerprint of the config sections it
 depends on; it is skipped while that fingerprint matches, and re-run when the config changed. A stage
-that was interrupted resumes from its last checkpoint.
+that was interrupted resumes from its last checkpoint when rerun with the same config; checkpoints of
+another config are set aside, never resumed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +72,35 @@ def is_done(ctx: RunContext, stage: str) -> bool:
     if not marker.exists():
         return False
     return json.loads(marker.read_text()).get("fingerprint") == stage_fingerprint(ctx.cfg, stage)
+
+
+def _recorded_fingerprint(stage_dir: Path) -> str | None:
+    for marker in (stage_dir / "started.json", stage_dir / "done.json"):
+        if marker.exists():
+            return json.loads(marker.read_text()).get("fingerprint")
+    return None
+
+
+def set_aside_foreign_checkpoints(ctx: RunContext, stage: str) -> None:
+    """Keep a stage from resuming checkpoints that another config wrote.
+
+    The stage's training checkpoints are resumed only under the config fingerprint that started them;
+    checkpoints of another fingerprint are moved to ``checkpoints-<their fingerprint>/`` (kept, not
+    mixed in) and the stage starts afresh. ``started.json`` records the fingerprint of this start.
+    """
+    stage_dir = ctx.stage_dir(stage)
+    fingerprint = stage_fingerprint(ctx.cfg, stage)
+    checkpoints = stage_dir / "checkpoints"
+    recorded = _recorded_fingerprint(stage_dir)
+    if checkpoints.exists() and recorded is not None and recorded != fingerprint:
+        aside = stage_dir / f"checkpoints-{recorded}"
+        if aside.exists():
+            shutil.rmtree(aside)
+        checkpoints.rename(aside)
+        log.warning("stage %s: the checkpoints in %s were written by another config (fingerprint %s, this "
+                    "config %s); moved to %s, the stage starts afresh", stage, checkpoints, recorded,
+                    fingerprint, aside)
+    atomic_write_json(stage_dir / "started.json", {"fingerprint": fingerprint})
 
 
 def read_results(run_dir: Path) -> dict:
@@ -148,6 +179,7 @@ def run_stages(cfg: Config, run_dir: Path, only: str | None = None, start: str |
             log.info("stage %s: finished earlier with the same config, skipped", stage)
             continue
         log.info("stage %s: starting", stage)
+        set_aside_foreign_checkpoints(ctx, stage)
         begin = time.time()
         try:
             result = _run_stage(ctx, stage)
