@@ -28,6 +28,18 @@ class Runner:
     def __call__(self, batch: np.ndarray) -> dict:
         raise NotImplementedError
 
+    def _read_manifest(self, path: str | Path, manifest: dict | None) -> None:
+        """Input layout and size, classes and resize convention of an exported artefact's manifest."""
+        self.path = Path(path)
+        self.manifest = manifest if manifest is not None else find_manifest(self.path)
+        spec = self.manifest["input"]
+        self.layout = spec["layout"]
+        shape = spec["shape"]
+        self.input_size = (shape[2], shape[3]) if self.layout == "nchw" else (shape[1], shape[2])
+        self.num_classes = int(self.manifest["num_classes"])
+        self.class_names = list(self.manifest["class_names"])
+        self.align_corners = "align_corners" in spec.get("resize", "align_corners")
+
     def check_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)
         expected = tuple(self.input_size) + (3,)
@@ -72,15 +84,7 @@ class OnnxRunner(Runner):
     def __init__(self, path: str | Path, manifest: dict | None = None, threads: int | None = None):
         import onnxruntime as ort
 
-        self.path = Path(path)
-        self.manifest = manifest if manifest is not None else find_manifest(self.path)
-        spec = self.manifest["input"]
-        self.layout = spec["layout"]
-        shape = spec["shape"]
-        self.input_size = (shape[2], shape[3]) if self.layout == "nchw" else (shape[1], shape[2])
-        self.num_classes = int(self.manifest["num_classes"])
-        self.class_names = list(self.manifest["class_names"])
-        self.align_corners = "align_corners" in spec.get("resize", "align_corners")
+        self._read_manifest(path, manifest)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -115,15 +119,7 @@ class TensorRTRunner(Runner):
     def __init__(self, path: str | Path, manifest: dict | None = None):
         from cpsl_tf.export.tensorrt_build import EngineSession
 
-        self.path = Path(path)
-        self.manifest = manifest if manifest is not None else find_manifest(self.path)
-        spec = self.manifest["input"]
-        self.layout = spec["layout"]
-        shape = spec["shape"]
-        self.input_size = (shape[2], shape[3]) if self.layout == "nchw" else (shape[1], shape[2])
-        self.num_classes = int(self.manifest["num_classes"])
-        self.class_names = list(self.manifest["class_names"])
-        self.align_corners = "align_corners" in spec.get("resize", "align_corners")
+        self._read_manifest(path, manifest)
         self.session = EngineSession(self.path)
 
     def __call__(self, batch: np.ndarray) -> dict:
