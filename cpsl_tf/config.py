@@ -27,8 +27,10 @@ class ConfigError(ValueError):
 class BenchmarkConfig:
     """Generated two-domain benchmark (see ``cpsl_tf.data.benchmark``)."""
 
-    variant: str = "A"
+    variant: Literal["A", "B"] = "A"
     seed: int = 0
+    # Strength of the target shift in [0, 1] (see cpsl_tf/data/bench_style.py).
+    shift: float = 0.5
     height: int = 96
     width: int = 192
     num_source: int = 1000
@@ -367,6 +369,7 @@ def validate(cfg: Config, source: str = "config") -> Config:
     b = d.benchmark
     _require(b.height >= 32 and b.width >= 32, source, "data.benchmark.height/width",
              "at least 32 pixels each", [b.height, b.width])
+    _require(0.0 <= b.shift <= 1.0, source, "data.benchmark.shift", "in [0, 1]", b.shift)
     return cfg
 
 

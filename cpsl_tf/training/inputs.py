@@ -41,7 +41,7 @@ def ensure_benchmark(cfg: Config) -> None:
     b = cfg.data.benchmark
     generate_benchmark(out, variant=b.variant, seed=b.seed, height=b.height, width=b.width,
                        num_source=b.num_source, num_target_train=b.num_target_train,
-                       num_target_val=b.num_target_val, workers=2)
+                       num_target_val=b.num_target_val, workers=2, shift=b.shift)
 
 
 def _list(kind: str, role: str, root: str, split: str, num_classes: int, what: str,
