@@ -16,9 +16,36 @@ Per iteration, for a batch of source crops and target weak/strong crops with the
    bank takes the samples of the global batch; delta_pseudo follows Eq. 11.
 
 The ablations of paper Table 3 are switches of :class:`cpsl_tf.config.CPSLConfig`.
-Distribution: every replica all-gathers the samples and the per-image class distributions of the global
-batch, so the Sinkhorn input, the bank update and delta_pseudo are identical on every replica; the loss is
-divided by the replica count because gradients are summed across replicas.
+Distribution (``tf.distribute`` Mirrored / MultiWorkerMirrored; build the models inside ``strategy.scope()``):
+one step on R replicas equals one step on one device over the same global batch.
+
+* Samples: every image draws its pixels with a seed folded from its index in the global batch; every
+  replica all-gathers the samples and the per-image class distributions of the global batch, so the
+  Sinkhorn input, the bank update and delta_pseudo are identical on every replica (the bank and
+  delta_pseudo variables use ``only_first_replica`` aggregation besides).
+* Losses: each masked mean (CE, RCE, consistency over valid pixels) is multiplied by
+  :func:`global_mean_share` of its pixel count, so the mean over replicas is the mean over the global batch
+  even when replicas hold different numbers of valid pixels. The total is divided by R before the
+  gradient because the optimizer sums gradients across replicas. The trackers receive these shared
+  terms, and Keras' ``fit`` averages the per-replica metric results, so the logged losses are the global ones.
+* EMA: the networks' weights are mirrored and the gradients all-reduced, so every replica holds the same
+  f_SEG and W after the optimizer; each replica then writes the same EMA value into its copy of f'_SEG
+  and W' (teacher variables take per-replica writes; W' is ``only_first_replica``), and BN statistics are
+  copied from the student's, which Keras keeps mean-aggregated.
+* BatchNorm computes per-replica statistics unless the layers are synchronised
+  (``train.sync_batch_norm``, :func:`cpsl_tf.training.strategy.synchronize_batch_norm`); only then is the
+  step identical to the one-device step.
+
+Gradient accumulation (``train.gradient_accumulation_steps`` = k, :mod:`cpsl_tf.training.optim`): each
+``train_step`` is one micro-batch. The optimizer applies the mean gradient every k-th call and the EMA of
+f'_SEG / f'_SL follows only then (per optimizer step). The memory bank, delta_pseudo (Eq. 11 is applied
+image by image, so the sequence of updates is the full batch's) and the sampling iteration advance per
+micro-batch: a later micro-batch's Sinkhorn sees the samples of the earlier ones in the bank, where the
+full batch would see them as current rows. BatchNorm batch statistics are per micro-batch.
+
+Mixed precision (``train.mixed_precision``): the networks compute in float16/bfloat16 and return float32
+logits and features; the head, Sinkhorn, the bank and every loss run in float32. For float16 the loss is
+scaled by :meth:`cpsl_tf.training.optim.GroupedSGD.scale_loss`.
 """
 
 from __future__ import annotations
@@ -30,6 +57,7 @@ import numpy as np
 import tensorflow as tf
 
 from cpsl_tf.config import CPSLConfig
+from cpsl_tf.cpsl.assignment import online_assignment
 from cpsl_tf.cpsl.distribution import image_class_distribution, momentum_update
 from cpsl_tf.cpsl.head import SelfLabelingHead
 from cpsl_tf.cpsl.losses import (
@@ -41,8 +69,8 @@ from cpsl_tf.cpsl.losses import (
 from cpsl_tf.cpsl.memory_bank import MemoryBank
 from cpsl_tf.cpsl.rectify import rectify
 from cpsl_tf.cpsl.sampling import class_balanced_sample_indices, uniform_sample_indices
-from cpsl_tf.cpsl.sinkhorn import sinkhorn
 from cpsl_tf.data.replay import replay_to_strong
+from cpsl_tf.labels import IGNORE_INDEX
 from cpsl_tf.resize import resize_bilinear
 
 if TYPE_CHECKING:
@@ -51,6 +79,20 @@ if TYPE_CHECKING:
 
 def _all_gather(x):
     return tf.distribute.get_replica_context().all_gather(x, axis=0)
+
+
+def global_mean_share(count):
+    """``replicas * count / (sum of count over replicas)``: a replica's mean over its ``count`` pixels times
+    this share, averaged over the replicas, is the mean over every pixel of the global batch (1 on one
+    device)."""
+    context = tf.distribute.get_replica_context()
+    count = tf.cast(count, tf.float32)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return tf.math.divide_no_nan(count * context.num_replicas_in_sync, total)
+
+
+def _valid_count(labels):
+    return tf.reduce_sum(tf.cast(tf.not_equal(tf.cast(labels, tf.int32), IGNORE_INDEX), tf.float32))
 
 
 class CPSLModel(keras.Model):
@@ -84,6 +126,9 @@ class CPSLModel(keras.Model):
         self.iteration = self.add_weight(shape=(), initializer="zeros", dtype="int64", trainable=False,
                                          aggregation="only_first_replica", name="cpsl_iteration")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.METRIC_NAMES}
+        # Every sub-network is built; without this, fit under a strategy would try a symbolic build by
+        # calling the model on the training-data dict.
+        self.built = True
 
     def use_optimizer(self, optimizer: GroupedSGD) -> None:
         """Set the grouped SGD (built on :attr:`trainable_for_step`) that :meth:`train_step` applies."""
@@ -118,31 +163,40 @@ class CPSLModel(keras.Model):
         return tf.convert_to_tensor(self.delta_pseudo)
 
     def _sample(self, labels, features):
-        """M normalised features per image: Eq. 8-9 class-balanced, or uniform (``w/o CB``)."""
+        """M normalised features per image: Eq. 8-9 class-balanced, or uniform (``w/o CB``).
+
+        Each image draws with its own seed, folded from its index in the global batch, so the samples do not
+        depend on how the global batch is split across replicas."""
         batch = tf.shape(labels)[0]
         flat_labels = tf.reshape(labels, [batch, -1])
-        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.convert_to_tensor(self.iteration)])
-        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(
-            tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32))
+        step_seed = tf.stack([tf.constant(self.seed, tf.int64), tf.convert_to_tensor(self.iteration)])
+        first = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32) * batch
         m = self.cpsl.pixels_per_image
-        if self.cpsl.class_balanced:
-            indices = class_balanced_sample_indices(flat_labels, m, self.num_classes, seed)
-        else:
-            indices = uniform_sample_indices(tf.shape(flat_labels)[1], m, seed, batch_size=batch)
+
+        def indices_of(args):
+            index, image_labels = args
+            seed = tf.random.experimental.stateless_fold_in(step_seed, first + index)
+            if self.cpsl.class_balanced:
+                return class_balanced_sample_indices(image_labels[tf.newaxis], m, self.num_classes, seed)[0]
+            return uniform_sample_indices(tf.shape(image_labels)[0], m, seed)
+
+        indices = tf.map_fn(indices_of, (tf.range(batch), flat_labels),
+                            fn_output_signature=tf.TensorSpec([m], tf.int32))
         flat_features = tf.reshape(features, [batch, -1, features.shape[-1]])
         return tf.reshape(tf.gather(flat_features, indices, batch_dims=1), [-1, features.shape[-1]])
 
     def _self_labeling(self, samples):
-        """L_SL (Eq. 5) of this replica's samples with Q from Sinkhorn over bank + global samples (Eq. 6)."""
+        """L_SL (Eq. 5) of this replica's samples, Q_cur from Sinkhorn (Eq. 6) over the global batch's samples
+        and, once it is full, the memory bank (as the official code: a bank that grows every step would
+        change the Sinkhorn shape, and so recompile it, at every step until it is full)."""
         everyone = _all_gather(samples)
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         local = tf.shape(samples)[0]
-        bank_rows = self.bank.valid_rows() if self.cpsl.bank_size > 0 else everyone[:0]
-        rows = tf.concat([bank_rows, everyone], axis=0)
-        q = sinkhorn(tf.stop_gradient(self.head(rows)), self._class_marginal(), self.cpsl.epsilon,
-                     self.cpsl.sinkhorn_iterations, self.cpsl.sinkhorn_log_domain)
-        start = tf.shape(bank_rows)[0] + tf.cast(replica, tf.int32) * local
-        q_current = q[start:start + local]
+        q_everyone = online_assignment(self.head(everyone), self.bank, self.head, self._class_marginal(),
+                                       self.cpsl.epsilon, self.cpsl.sinkhorn_iterations,
+                                       self.cpsl.sinkhorn_log_domain)
+        start = tf.cast(replica, tf.int32) * local
+        q_current = q_everyone[start:start + local]
         loss = self_labeling_loss(q_current, self.head(samples), self.cpsl.tau)
         entropy = -tf.reduce_mean(tf.reduce_sum(tf.math.xlogy(q_current, q_current), axis=-1))
         return loss, entropy, everyone
@@ -152,7 +206,14 @@ class CPSLModel(keras.Model):
             return 0.1 * segmentation_cross_entropy(logits, labels) + reverse_cross_entropy(logits, labels)
         return segmentation_cross_entropy(logits, labels)
 
-    def _update_momentum_networks(self):
+    def _update_momentum_networks(self, applied=None):
+        """EMA of f'_SEG and f'_SL towards f_SEG and f_SL; with ``applied`` (a boolean tensor from the
+        optimizer) only when the optimizer changed the weights, i.e. once per optimizer step under gradient
+        accumulation, and not after a step skipped by loss scaling."""
+        if applied is not None and (self.grouped.accumulation_steps > 1 or self.grouped.loss_scaling):
+            tf.cond(applied, lambda: self._update_momentum_networks() or tf.constant(True),
+                    lambda: tf.constant(False))
+            return
         m = self.momentum
         for t, s in zip(self.teacher.weights, self.student.weights):
             if s.trainable:
@@ -187,9 +248,10 @@ class CPSLModel(keras.Model):
         variables = self.trainable_for_step
         with tf.GradientTape() as tape:
             source_logits = self._resize(self.student(source, training=True)["logits"], tf.shape(source)[1:3])
-            loss_src = segmentation_cross_entropy(source_logits, source_labels)
+            loss_src = segmentation_cross_entropy(source_logits, source_labels) * global_mean_share(
+                _valid_count(source_labels))
             weak_logits = self._resize(self.student(weak, training=True)["logits"], map_size)
-            loss_tgt = self._target_loss(weak_logits, labels)
+            loss_tgt = self._target_loss(weak_logits, labels) * global_mean_share(_valid_count(labels))
             total = loss_src + loss_tgt
             if c.use_self_labeling:
                 samples = self._sample(labels, teacher_features)
@@ -200,16 +262,17 @@ class CPSLModel(keras.Model):
             if c.lambda_reg > 0 and c.strong_augmentation:
                 replayed, valid = replay_to_strong(teacher_logits, data["strong_params"])
                 strong_logits = self._resize(self.student(strong, training=True)["logits"], map_size)
-                loss_reg = symmetric_kl_consistency(replayed, strong_logits, valid)
+                loss_reg = symmetric_kl_consistency(replayed, strong_logits, valid) * global_mean_share(
+                    tf.reduce_sum(tf.cast(valid, tf.float32)))
                 total += c.lambda_reg * loss_reg
             elif c.lambda_reg > 0:  # w/o Aug: consistency between the two networks on the weak view
                 loss_reg = symmetric_kl_consistency(teacher_logits, weak_logits)
                 total += c.lambda_reg * loss_reg
             else:
                 loss_reg = tf.constant(0.0)
-            scaled = total / tf.cast(replicas, tf.float32)
-        self.grouped.apply(tape.gradient(scaled, variables), variables)
-        self._update_momentum_networks()
+            scaled = self.grouped.scale_loss(total / tf.cast(replicas, tf.float32))
+        applied = self.grouped.apply(tape.gradient(scaled, variables), variables)
+        self._update_momentum_networks(applied)
 
         if c.use_self_labeling and c.bank_size > 0:
             self.bank.enqueue(gathered)

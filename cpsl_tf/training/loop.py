@@ -1,8 +1,18 @@
-"""Resumable ``model.fit`` for one stage: restore the latest checkpoint, train the remaining steps."""
+"""Resumable training of one stage: restore the latest checkpoint, train the remaining steps.
+
+Under the default, one-device and mirrored strategies the steps run through ``model.fit``. Under
+MultiWorkerMirroredStrategy, where Keras 3.15's ``fit`` fails (keras-team/keras#20585), :func:`run_steps`
+calls ``strategy.run(model.train_step, ...)`` over a distributed dataset: ``train_step`` stays the one
+definition of a step, the logs are the replica mean as in ``fit``, and the same callbacks run. Every
+worker restores from the chief's checkpoint folder; only the chief writes checkpoints (the other workers
+take part in the save, which may need collective reads, into a scratch folder that is then deleted),
+evaluation history and TensorBoard logs.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from cpsl_tf.training.callbacks import NonFiniteGuard, PeriodicEvaluation, StepCheckpoint
+from cpsl_tf.training.strategy import is_chief, is_multi_worker
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +42,80 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     run sees the same samples as an uninterrupted one. Returns the number of steps run now.
     """
     stage_dir = Path(stage_dir)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage_step")
+    strategy = trainer.distribute_strategy
+    chief = is_chief(strategy)
+    with strategy.scope():
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage_step")
     checkpoint = tf.train.Checkpoint(stage_step=step, random_states=random_states(state), **state)
-    manager = tf.train.CheckpointManager(checkpoint, str(stage_dir / "checkpoints"), max_to_keep=2)
+    checkpoint_dir = stage_dir / "checkpoints"
+    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
         log.info("resumed %s at step %d from %s", stage_dir.name, int(step), manager.latest_checkpoint)
     remaining = total_steps - int(step)
     if remaining <= 0:
         return 0
+    scratch = None
+    if not chief:
+        scratch = stage_dir / f".worker_{strategy.cluster_resolver.task_id}_checkpoints"
+        manager = tf.train.CheckpointManager(checkpoint, str(scratch), max_to_keep=1)
     callbacks = [NonFiniteGuard(step), StepCheckpoint(step, manager, checkpoint_every)]
-    if evaluate is not None and eval_every:
+    if chief and evaluate is not None and eval_every:
         callbacks.append(PeriodicEvaluation(step, evaluate, eval_every, stage_dir / "eval_history.jsonl"))
-    callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "tensorboard"), update_freq=50,
-                                                 write_graph=False))
-    trainer.fit(make_dataset(int(step)), epochs=1, steps_per_epoch=remaining, callbacks=callbacks,
-                verbose=verbose)
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "tensorboard"), update_freq=50,
+                                                     write_graph=False))
+    try:
+        if is_multi_worker(strategy):
+            run_steps(trainer, make_dataset(int(step)), remaining, callbacks, verbose if chief else 0)
+        else:
+            trainer.fit(make_dataset(int(step)), epochs=1, steps_per_epoch=remaining, callbacks=callbacks,
+                        verbose=verbose)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return remaining
+
+
+def distributed_step(trainer: keras.Model) -> Callable:
+    """A ``tf.function`` running one ``trainer.train_step`` on every replica from a distributed iterator;
+    returns the logs averaged over the replicas (what ``fit`` reports)."""
+    strategy = trainer.distribute_strategy
+
+    @tf.function
+    def step(iterator):
+        logs = strategy.run(trainer.train_step, args=(next(iterator),))
+        return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                for name, value in logs.items()}
+
+    return step
+
+
+def run_steps(trainer: keras.Model, dataset: tf.data.Dataset, steps: int, callbacks: list,
+              verbose: int | str = "auto") -> dict:
+    """``steps`` training steps of ``trainer`` over ``dataset`` (global batches) with the semantics of
+    ``fit(epochs=1, steps_per_epoch=steps)``: the dataset is split into per-replica batches, callbacks get
+    ``on_train_batch_end`` with the logs, and ``stop_training`` ends the loop. Returns the last logs."""
+    strategy = trainer.distribute_strategy
+    options = tf.data.Options()
+    # The input pipeline is not file-based: each worker reads the stream and keeps its replicas' slices of
+    # every global batch.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    iterator = iter(strategy.experimental_distribute_dataset(dataset.with_options(options)))
+    progress = verbose != 0
+    callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=progress,
+                                                 model=trainer, verbose=int(progress), epochs=1, steps=steps)
+    step = distributed_step(trainer)
+    trainer.stop_training = False
+    logs: dict = {}
+    callback_list.on_train_begin()
+    callback_list.on_epoch_begin(0)
+    for batch in range(steps):
+        callback_list.on_train_batch_begin(batch)
+        logs = {name: float(value) for name, value in step(iterator).items()}
+        callback_list.on_train_batch_end(batch, logs)
+        if trainer.stop_training:
+            break
+    callback_list.on_epoch_end(0, logs)
+    callback_list.on_train_end(logs)
+    return logs
