@@ -115,20 +115,23 @@ class AdversarialWarmup(SupervisedSegmentation):
 def build_segmentation_optimizer(cfg: Config, lr: float, head_lr: float, total_steps: int,
                                  variables, self_labeling_lr: float | None = None) -> GroupedSGD:
     """SGD groups of the official code: backbone at ``lr``, segmentation head at ``head_lr`` and, for CPSL,
-    the self-labeling head's W at ``self_labeling_lr``; coupled weight decay on all of them."""
+    the self-labeling head's W at ``self_labeling_lr``; coupled weight decay on all of them; gradient
+    accumulation and float16 loss scaling from ``cfg.train``."""
     t = cfg.train
-    groups = {"backbone": make_sgd(lr, total_steps, t.momentum, t.poly_power, "sgd_backbone"),
-              "head": make_sgd(head_lr, total_steps, t.momentum, t.poly_power, "sgd_head")}
+    k = t.gradient_accumulation_steps
+    groups = {"backbone": make_sgd(lr, total_steps, t.momentum, t.poly_power, "sgd_backbone", k),
+              "head": make_sgd(head_lr, total_steps, t.momentum, t.poly_power, "sgd_head", k)}
     if self_labeling_lr is not None:
         groups["self_labeling"] = make_sgd(self_labeling_lr, total_steps, t.momentum, t.poly_power,
-                                           "sgd_self_labeling")
+                                           "sgd_self_labeling", k)
 
     def assign(variable) -> str:
         if variable.path.startswith(SELF_LABELING_PREFIX):
             return "self_labeling"
         return "head" if is_head_variable(variable) else "backbone"
 
-    grouped = GroupedSGD(groups, assign, weight_decay=t.weight_decay)
+    grouped = GroupedSGD(groups, assign, weight_decay=t.weight_decay,
+                         loss_scaling=t.mixed_precision == "mixed_float16")
     grouped.build(variables)
     return grouped
 
