@@ -16,12 +16,18 @@ from cpsl_tf.models.checkpoint import load_segmenter
 from tests.conftest import REPO
 from tests.faults.conftest import tiny_config, write_config
 
-ITERATIONS = 10
+ITERATIONS = 16
 
 
 def _is_temporary(path) -> bool:
     """A leftover of a write the kill interrupted: atomic_path's hidden temp file or TF's temp folder."""
     return (path.name.startswith(".") and ".tmp" in path.name) or any("_temp" in p for p in path.parts)
+
+
+def _latest_step(run) -> int:
+    """The step of the newest checkpoint whose index file is written (0 before the first)."""
+    indices = (run / "warmup" / "checkpoints").glob("ckpt-*.index")
+    return max((int(p.name[len("ckpt-"):-len(".index")]) for p in indices), default=0)
 
 
 def assert_outputs_complete(run):
@@ -46,18 +52,21 @@ def test_sigkill_at_a_random_step_then_rerun_continues(tiny_bench, tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(config), "--stage",
                "warmup", "--run-dir", str(run)]
-    index = run / "warmup" / "checkpoints" / "checkpoint"
-    delay = random.Random().uniform(0.0, 1.5)
+    # Killed within two steps after the checkpoint of a random step, up to 4 steps before the end.
+    kill_after = random.Random().randrange(2, ITERATIONS - 4, 2)
+    delay = random.Random().uniform(0.0, 0.2)
     with open(tmp_path / "killed.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = time.monotonic() + 240
-        while not index.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while (_latest_step(run) < kill_after and process.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.02)
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     killed_log = (tmp_path / "killed.log").read_text(errors="replace")
-    assert process.returncode == -signal.SIGKILL, f"not killed mid-stage (delay {delay:.2f} s):\n{killed_log}"
+    assert process.returncode == -signal.SIGKILL, (
+        f"not killed mid-stage (after step {kill_after} + {delay:.2f} s):\n{killed_log[-3000:]}")
     assert not (run / "warmup" / "done.json").exists() and not (run / "results.json").exists()
     assert_outputs_complete(run)
 
