@@ -12,6 +12,7 @@ another config are set aside, never resumed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -94,9 +95,10 @@ def set_aside_foreign_checkpoints(ctx: RunContext, stage: str) -> None:
     recorded = _recorded_fingerprint(stage_dir)
     if checkpoints.exists() and recorded is not None and recorded != fingerprint:
         aside = stage_dir / f"checkpoints-{recorded}"
-        if aside.exists():
-            shutil.rmtree(aside)
-        checkpoints.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        # Another worker of a multi-worker run may have moved them first.
+        with contextlib.suppress(FileNotFoundError):
+            checkpoints.rename(aside)
         log.warning("stage %s: the checkpoints in %s were written by another config (fingerprint %s, this "
                     "config %s); moved to %s, the stage starts afresh", stage, checkpoints, recorded,
                     fingerprint, aside)
