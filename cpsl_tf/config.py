@@ -131,6 +131,8 @@ class CPSLConfig:
     ema_momentum: float = 0.999
     # Eq. 11 momentum of the distribution alignment.
     alignment_momentum: float = 0.999
+    # Learning rate of the self-labeling head's W (paper: 5e-4), poly-decayed like the network's.
+    self_labeling_lr: float = 5e-4
     rectify_threshold: float = 0.0
     # Ablations of paper Table 3 and the equal-partition variant.
     use_self_labeling: bool = True
@@ -347,6 +349,7 @@ def validate(cfg: Config, source: str = "config") -> Config:
         value = getattr(getattr(cfg, section), key)
         _require(value >= 0, source, f"{section}.{key}", "non-negative", value)
     _require(c.tau > 0, source, "cpsl.tau", "positive", c.tau)
+    _require(c.self_labeling_lr >= 0, source, "cpsl.self_labeling_lr", "non-negative", c.self_labeling_lr)
     _require(c.epsilon > 0, source, "cpsl.epsilon", "positive", c.epsilon)
     _require(c.sinkhorn_iterations >= 1, source, "cpsl.sinkhorn_iterations", "at least 1",
              c.sinkhorn_iterations)

@@ -14,6 +14,7 @@ from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.loop import fit_resumable
 from cpsl_tf.training.pseudo import load_adaptation_inputs, load_stage_model
 from cpsl_tf.training.stages import RunContext, StageError
+from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
 from cpsl_tf.training.warmup import build_segmentation_optimizer, checkpoint_meta, evaluate_on_target
 
 # Target maps (P_ST, rectified labels, consistency) live at 1/4 of the crop, as in the official code.
@@ -22,16 +23,18 @@ SELF_LABELING_STATE = "self_labeling.npz"
 
 
 def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLModel:
-    """Student and momentum network from the warm-up model, the head from the prototypes, grouped SGD."""
+    """Student and momentum network from the warm-up model, the head from the prototypes, grouped SGD.
+    Call it inside :func:`cpsl_tf.training.strategy.training_scope`."""
     cfg = ctx.cfg
-    student = load_stage_model(ctx, "warmup")
-    teacher = load_stage_model(ctx, "warmup")
+    student = synchronize_batch_norm(load_stage_model(ctx, "warmup"), cfg.train.sync_batch_norm)
+    teacher = synchronize_batch_norm(load_stage_model(ctx, "warmup"), cfg.train.sync_batch_norm)
     model_class = OfficialCPSLModel if cfg.cpsl.preset == "official" else CPSLModel
     model = model_class(student, teacher, prototypes, class_distribution, cfg.cpsl,
                         align_corners=cfg.model.align_corners, seed=cfg.train.seed)
     t = cfg.train
     model.use_optimizer(build_segmentation_optimizer(cfg, t.lr, t.head_lr, cfg.cpsl.iterations,
-                                                     model.trainable_for_step, self_labeling_lr=t.head_lr))
+                                                     model.trainable_for_step,
+                                                     self_labeling_lr=cfg.cpsl.self_labeling_lr))
     model.compile(optimizer=model.grouped.groups["backbone"])
     return model
 
@@ -54,7 +57,8 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
     if missing:
         raise StageError(f"the pseudo-label store has no map for {len(missing)} target images, e.g. "
                          f"{missing[0]!r}; re-run --stage pseudo")
-    model = build_cpsl_model(ctx, prototypes, distribution)
+    with training_scope(cfg.train):
+        model = build_cpsl_model(ctx, prototypes, distribution)
 
     def make_dataset(start_batch: int):
         return make_training_dataset(samples.source, samples.target_train, cfg, cfg.train.seed,
