@@ -28,6 +28,7 @@ from cpsl_tf.training.loop import fit_resumable
 from cpsl_tf.training.optim import GroupedSGD
 from cpsl_tf.training.pseudo import load_stage_model
 from cpsl_tf.training.stages import RunContext, StageError
+from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
 from cpsl_tf.training.warmup import (
     build_segmentation_optimizer,
     checkpoint_meta,
@@ -89,7 +90,7 @@ class Distillation(keras.Model):
             loss_tgt = segmentation_cross_entropy(student_strong, strong_labels)
             loss_kd = distillation_kl(student_strong, teacher_strong)
             total = loss_src + loss_tgt + self.kd_weight * loss_kd
-            scaled = total / tf.cast(replicas, tf.float32)
+            scaled = self.grouped.scale_loss(total / tf.cast(replicas, tf.float32))
         self.grouped.apply(tape.gradient(scaled, variables), variables)
         labelled = tf.reduce_mean(tf.cast(tf.not_equal(strong_labels, IGNORE_INDEX), tf.float32))
         for name, value in (("loss", total), ("loss_src", loss_src), ("loss_tgt", loss_tgt),
@@ -126,13 +127,15 @@ def run_distill_stage(ctx: RunContext, round_index: int) -> dict | None:
     previous = "cpsl" if round_index == 1 else f"distill{round_index - 1}"
     keras.utils.set_random_seed(cfg.train.seed + round_index)
     samples = stage_samples(cfg)
-    teacher = load_stage_model(ctx, previous)
-    student = new_student(cfg, teacher)
     d = cfg.distill
-    grouped = build_segmentation_optimizer(cfg, d.lr, d.head_lr, d.iterations, student.trainable_variables)
-    trainer = Distillation(student, teacher, grouped, d.threshold, d.kd_weight, cfg.model.align_corners,
-                           d.flip)
-    trainer.compile(optimizer=grouped.groups["backbone"])
+    with training_scope(cfg.train):
+        teacher = load_stage_model(ctx, previous)
+        student = synchronize_batch_norm(new_student(cfg, teacher), cfg.train.sync_batch_norm)
+        grouped = build_segmentation_optimizer(cfg, d.lr, d.head_lr, d.iterations,
+                                               student.trainable_variables)
+        trainer = Distillation(student, teacher, grouped, d.threshold, d.kd_weight, cfg.model.align_corners,
+                               d.flip)
+        trainer.compile(optimizer=grouped.groups["backbone"])
 
     def make_dataset(start_batch: int):
         return make_training_dataset(samples.source, samples.target_train, cfg, cfg.train.seed + round_index,

@@ -40,8 +40,16 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     ``state`` names every trackable whose value must survive a restart (networks, optimizers, memory
     bank, ...). ``make_dataset(start_step)`` builds the input stream from a given step so that a resumed
     run sees the same samples as an uninterrupted one. Returns the number of steps run now.
+
+    Under gradient accumulation (``trainer.grouped.accumulation_steps`` = k) one optimizer step takes k
+    ``train_step`` calls of one batch each: the loop runs ``k * total_steps`` calls, and the step counter,
+    ``checkpoint_every`` and ``eval_every`` count calls in multiples of k (checkpoints fall between
+    optimizer steps, when the accumulators are empty).
     """
     stage_dir = Path(stage_dir)
+    k = getattr(getattr(trainer, "grouped", None), "accumulation_steps", 1)
+    total_steps, checkpoint_every = k * total_steps, k * checkpoint_every
+    eval_every = k * eval_every if eval_every else eval_every
     strategy = trainer.distribute_strategy
     chief = is_chief(strategy)
     with strategy.scope():
@@ -65,6 +73,9 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "tensorboard"), update_freq=50,
                                                      write_graph=False))
+    # The trainers' networks are built; under a strategy Keras would otherwise try a symbolic build by
+    # calling the trainer on the training-data dict.
+    trainer.built = True
     try:
         if is_multi_worker(strategy):
             run_steps(trainer, make_dataset(int(step)), remaining, callbacks, verbose if chief else 0)

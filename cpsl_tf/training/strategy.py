@@ -16,8 +16,10 @@ once only, before any other TensorFlow work), so :func:`make_strategy` caches it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -83,6 +85,21 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     resolver = strategy.cluster_resolver
     return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0
                                                      and "chief" not in resolver.cluster_spec().as_dict())
+
+
+@contextlib.contextmanager
+def training_scope(train_cfg: TrainConfig) -> Iterator[tf.distribute.Strategy]:
+    """Build a stage's networks, optimizers and trainer inside this: the strategy's scope (mirrored
+    variables) and the ``train.mixed_precision`` dtype policy, which layers capture when they are created.
+    The previous global policy is restored on exit."""
+    strategy = make_strategy(train_cfg)
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_global_policy(train_cfg.mixed_precision)
+    try:
+        with strategy.scope():
+            yield strategy
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def synchronize_batch_norm(model: keras.Model, synchronized: bool = True) -> keras.Model:

@@ -28,6 +28,12 @@ from cpsl_tf.training.loop import fit_resumable
 from cpsl_tf.training.optim import GroupedSGD, make_sgd
 from cpsl_tf.training.schedule import PolyDecay
 from cpsl_tf.training.stages import RunContext, StageError
+from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
+
+
+def _replicas():
+    """Gradients are summed across replicas, so each replica's loss is divided by their number."""
+    return tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
 
 
 class SupervisedSegmentation(keras.Model):
@@ -59,7 +65,8 @@ class SupervisedSegmentation(keras.Model):
         variables = self.segmenter.trainable_variables
         with tf.GradientTape() as tape:
             loss = segmentation_cross_entropy(self._upsampled_logits(images, True), labels)
-        self.grouped.apply(tape.gradient(loss, variables), variables)
+            scaled = self.grouped.scale_loss(loss / _replicas())
+        self.grouped.apply(tape.gradient(scaled, variables), variables)
         self.loss_tracker.update_state(loss)
         return {"loss_src": self.loss_tracker.result()}
 
@@ -90,7 +97,8 @@ class AdversarialWarmup(SupervisedSegmentation):
             target_prob = tf.nn.softmax(self._upsampled_logits(target, True))
             loss_adv = tf.reduce_mean(tf.square(self.discriminator(target_prob, training=False)))
             loss = loss_src + self.adversarial_weight * loss_adv
-        self.grouped.apply(tape.gradient(loss, seg_vars), seg_vars)
+            scaled = self.grouped.scale_loss(loss / _replicas())
+        self.grouped.apply(tape.gradient(scaled, seg_vars), seg_vars)
 
         disc_vars = self.discriminator.trainable_variables
         source_prob = tf.stop_gradient(tf.nn.softmax(source_logits))
@@ -99,7 +107,7 @@ class AdversarialWarmup(SupervisedSegmentation):
             d_source = self.discriminator(source_prob, training=True)
             d_target = self.discriminator(target_prob, training=True)
             loss_disc = tf.reduce_mean(tf.square(d_source)) + tf.reduce_mean(tf.square(d_target - 1.0))
-        grads = tape.gradient(loss_disc, disc_vars)
+        grads = tape.gradient(loss_disc / _replicas(), disc_vars)
         self.discriminator_optimizer.apply_gradients(zip(grads, disc_vars))
 
         self.loss_tracker.update_state(loss_src)
@@ -173,25 +181,26 @@ def run_warmup_stage(ctx: RunContext) -> dict:
     samples = stage_samples(cfg)
     keras.utils.set_random_seed(cfg.train.seed)
     w = cfg.warmup
-    segmenter = new_segmenter(cfg)
-    # The official warm-up trains the head at 10x the backbone's learning rate.
-    grouped = build_segmentation_optimizer(cfg, w.lr, 10 * w.lr, w.iterations,
-                                           segmenter.trainable_variables)
-    state = {"segmenter": segmenter, **grouped.groups}
-    if w.mode == "source_only":
-        trainer = SupervisedSegmentation(segmenter, grouped, cfg.model.align_corners)
-        target = None
-    else:
-        discriminator = build_discriminator(cfg.data.num_classes)
-        disc_schedule = PolyDecay(w.discriminator_lr, w.iterations, cfg.train.poly_power)
-        disc_optimizer = keras.optimizers.Adam(disc_schedule, beta_1=0.9, beta_2=0.99,
-                                               name="adam_discriminator")
-        disc_optimizer.build(discriminator.trainable_variables)
-        trainer = AdversarialWarmup(segmenter, discriminator, grouped, disc_optimizer, w.adversarial_weight,
-                                    cfg.model.align_corners)
-        state.update(discriminator=discriminator, adam_discriminator=disc_optimizer)
-        target = samples.target_train
-    trainer.compile(optimizer=grouped.groups["backbone"])
+    with training_scope(cfg.train):
+        segmenter = synchronize_batch_norm(new_segmenter(cfg), cfg.train.sync_batch_norm)
+        # The official warm-up trains the head at 10x the backbone's learning rate.
+        grouped = build_segmentation_optimizer(cfg, w.lr, 10 * w.lr, w.iterations,
+                                               segmenter.trainable_variables)
+        state = {"segmenter": segmenter, **grouped.groups}
+        if w.mode == "source_only":
+            trainer = SupervisedSegmentation(segmenter, grouped, cfg.model.align_corners)
+            target = None
+        else:
+            discriminator = build_discriminator(cfg.data.num_classes)
+            disc_schedule = PolyDecay(w.discriminator_lr, w.iterations, cfg.train.poly_power)
+            disc_optimizer = keras.optimizers.Adam(disc_schedule, beta_1=0.9, beta_2=0.99,
+                                                   name="adam_discriminator")
+            disc_optimizer.build(discriminator.trainable_variables)
+            trainer = AdversarialWarmup(segmenter, discriminator, grouped, disc_optimizer,
+                                        w.adversarial_weight, cfg.model.align_corners)
+            state.update(discriminator=discriminator, adam_discriminator=disc_optimizer)
+            target = samples.target_train
+        trainer.compile(optimizer=grouped.groups["backbone"])
 
     def make_dataset(start_batch: int):
         return make_training_dataset(samples.source, target, cfg, cfg.train.seed, start_batch=start_batch)
