@@ -77,16 +77,19 @@ def _kl(log_p, log_q):
 
 
 def symmetric_kl_consistency(weak_logits, strong_logits, valid_mask=None):
-    """L_REG = KL(P_w || P_s) + KL(P_s || P_w) per pixel (Eq. 13), averaged over valid pixels.
+    """L_REG = KL(P_w || P_s) + KL(P_s || P_w) per pixel (Eq. 13), averaged over valid pixels and classes.
 
     weak_logits: (..., K) of the weak view through the momentum network (no gradient is taken through it).
     strong_logits: (..., K) of the strong view through the network, pixel-aligned with the weak map.
     valid_mask: (...) bool, False outside the replayed image or inside the cutout; None = all valid.
-    The paper sums over pixels; the mean keeps lambda_2 independent of the map size.
+    The paper sums over pixels. The mean over pixels and over the K classes is the reduction of the
+    official code's masked consistency (its mask covers all K channels), under which lambda_2 = 5 was tuned:
+    with the per-pixel sum over classes the term is K times larger and swamps the segmentation losses.
     """
     log_w = tf.stop_gradient(tf.nn.log_softmax(tf.cast(weak_logits, tf.float32), axis=-1))
     log_s = tf.nn.log_softmax(tf.cast(strong_logits, tf.float32), axis=-1)
-    per_pixel = _kl(log_w, log_s) + _kl(log_s, log_w)
+    num_classes = tf.cast(tf.shape(log_s)[-1], tf.float32)
+    per_pixel = (_kl(log_w, log_s) + _kl(log_s, log_w)) / num_classes
     if valid_mask is None:
         return tf.reduce_mean(per_pixel)
     return _masked_mean(per_pixel, valid_mask)

@@ -23,11 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a config key, e.g. --set train.batch_size=2 (repeatable)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--stage", choices=STAGES, help="run only this stage (its inputs must exist)")
-    group.add_argument("--from", dest="start", choices=STAGES, help="re-run from this stage onwards")
+    group.add_argument("--from", dest="start", choices=STAGES,
+                       help="re-run from this stage on, training afresh (old checkpoints are kept aside)")
     parser.add_argument("--run-dir", type=Path, help="run folder (default: <train.run_dir>/<config name>)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: shrink the config (tiny model, few steps, few images)")
-    parser.add_argument("--force", action="store_true", help="re-run stages even if they finished")
+    parser.add_argument("--force", action="store_true",
+                        help="re-run the selected stages afresh even if they finished")
     return parser
 
 

@@ -82,6 +82,17 @@ def _recorded_fingerprint(stage_dir: Path) -> str | None:
     return None
 
 
+def set_aside_checkpoints(ctx: RunContext, stage: str, suffix: str) -> None:
+    """Move a stage's training checkpoints to ``checkpoints-<suffix>/`` (replacing an older copy), so the
+    stage trains afresh without deleting them (``--from`` and ``--force``)."""
+    checkpoints = ctx.run_dir / stage / "checkpoints"
+    if checkpoints.exists():
+        aside = checkpoints.with_name(f"checkpoints-{suffix}")
+        shutil.rmtree(aside, ignore_errors=True)
+        checkpoints.rename(aside)
+        log.info("stage %s: earlier checkpoints moved to %s; training afresh", stage, aside)
+
+
 def set_aside_foreign_checkpoints(ctx: RunContext, stage: str) -> None:
     """Keep a stage from resuming checkpoints that another config wrote.
 
@@ -181,6 +192,8 @@ def run_stages(cfg: Config, run_dir: Path, only: str | None = None, start: str |
             log.info("stage %s: finished earlier with the same config, skipped", stage)
             continue
         log.info("stage %s: starting", stage)
+        if force or start is not None:
+            set_aside_checkpoints(ctx, stage, "previous")
         set_aside_foreign_checkpoints(ctx, stage)
         begin = time.time()
         try:
@@ -199,7 +212,7 @@ def run_stages(cfg: Config, run_dir: Path, only: str | None = None, start: str |
     return read_results(ctx.run_dir)
 
 
-def stage_table(results: dict, class_names: tuple[str, ...] | None = None) -> str:
+def stage_table(results: dict) -> str:
     """A plain-text table of every stage's mIoU / MPA / PA / wall time."""
     lines = [f"{'stage':<10} {'mIoU':>6} {'MPA':>6} {'PA':>6} {'time':>8}"]
     for stage, r in results.get("stages", {}).items():
