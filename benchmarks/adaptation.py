@@ -102,6 +102,9 @@ def run_cell(cell: Cell, seed: int, config: Path, extra: list[str]) -> dict:
     if results.exists() and cell.stage in json.loads(results.read_text())["stages"]:
         return json.loads(results.read_text())["stages"][cell.stage]
     log = run_dir.with_suffix(".log")
+    if cell.stage == "warmup" and not cell.overrides:  # the shared warm-up itself
+        shared = prepare_shared(seed, config, extra)
+        return json.loads((shared / "results.json").read_text())["stages"]["warmup"]
     if cell.adapts:
         shared = prepare_shared(seed, config, extra)
         for stage in ("warmup", "pseudo"):
@@ -130,7 +133,8 @@ def collect(seeds: list[int]) -> dict:
     for cell in CELLS:
         rows = []
         for seed in seeds:
-            path = RUNS / cell.name / f"seed{seed}" / "results.json"
+            folder = RUNS / ("shared" if cell.stage == "warmup" and not cell.overrides else cell.name)
+            path = folder / f"seed{seed}" / "results.json"
             if path.exists():
                 stages = json.loads(path.read_text())["stages"]
                 if cell.stage in stages:

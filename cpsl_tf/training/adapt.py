@@ -73,7 +73,7 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
     state = {"cpsl_model": model, **model.grouped.groups}
     fit_resumable(model, make_dataset, cfg.cpsl.iterations, ctx.stage_dir("cpsl"), state,
                   cfg.train.checkpoint_every, cfg.train.eval_every,
-                  periodic_evaluation if with_labels else None)
+                  periodic_evaluation if with_labels else None, log_every=cfg.train.log_every)
     save_model_checkpoint(model.student, ctx.model_checkpoint("cpsl"), checkpoint_meta(cfg, "cpsl"))
     save_self_labeling_state(model, ctx.stage_dir("cpsl") / SELF_LABELING_STATE)
     return evaluate_on_target(model.student, cfg, samples.target_val) if with_labels else None

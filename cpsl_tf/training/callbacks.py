@@ -87,3 +87,19 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if int(self.step) % self.every == 0:
             self._run()
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """Logs the running metrics every ``every`` steps: a readable log when stdout is not a terminal
+    (Keras' progress bar then writes one line per step)."""
+
+    def __init__(self, step: tf.Variable, total: int, every: int):
+        super().__init__()
+        self.step = step
+        self.total = total
+        self.every = every
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.step) % self.every == 0 or int(self.step) == self.total:
+            values = " ".join(f"{name} {float(value):.4f}" for name, value in (logs or {}).items())
+            log.info("step %d/%d: %s", int(self.step), self.total, values)

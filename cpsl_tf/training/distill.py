@@ -149,6 +149,6 @@ def run_distill_stage(ctx: RunContext, round_index: int) -> dict | None:
     fit_resumable(trainer, make_dataset, d.iterations, ctx.stage_dir(stage), {"student": student,
                                                                                **grouped.groups},
                   cfg.train.checkpoint_every, cfg.train.eval_every,
-                  periodic_evaluation if with_labels else None)
+                  periodic_evaluation if with_labels else None, log_every=cfg.train.log_every)
     save_model_checkpoint(student, ctx.model_checkpoint(stage), checkpoint_meta(cfg, stage))
     return evaluate_on_target(student, cfg, samples.target_val) if with_labels else None

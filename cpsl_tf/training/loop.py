@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from cpsl_tf.training.callbacks import NonFiniteGuard, PeriodicEvaluation, StepCheckpoint
+from cpsl_tf.training.callbacks import NonFiniteGuard, PeriodicEvaluation, ProgressLog, StepCheckpoint
 from cpsl_tf.training.strategy import is_chief, is_multi_worker
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def random_states(state: dict) -> list:
 
 def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Dataset], total_steps: int,
                   stage_dir: Path, state: dict, checkpoint_every: int, eval_every: int | None = None,
-                  evaluate: Callable[[], dict] | None = None, verbose: int | str = "auto") -> int:
+                  evaluate: Callable[[], dict] | None = None, verbose: int | str = "auto",
+                  log_every: int = 50) -> int:
     """Train ``trainer`` for ``total_steps`` optimizer steps, resuming from ``stage_dir/checkpoints``.
 
     ``state`` names every trackable whose value must survive a restart (networks, optimizers, memory
@@ -73,6 +75,11 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "tensorboard"), update_freq=50,
                                                      write_graph=False))
+    if verbose == "auto" and not sys.stdout.isatty():
+        # Keras' progress bar would write one line per step into a log file: log every log_every instead.
+        verbose = 0
+        if chief:
+            callbacks.append(ProgressLog(step, total_steps, log_every))
     # The trainers' networks are built; under a strategy Keras would otherwise try a symbolic build by
     # calling the trainer on the training-data dict.
     trainer.built = True

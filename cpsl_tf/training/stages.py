@@ -65,6 +65,11 @@ def stage_fingerprint(cfg: Config, stage: str) -> str:
     sections = {s: raw[s] for st in upto for s in _STAGE_SECTIONS.get(st, ())}
     for volatile in ("checkpoint_every", "eval_every", "log_every", "run_dir"):
         sections.get("train", {}).pop(volatile, None)
+    if "bench" in (cfg.data.source, cfg.data.target):
+        from cpsl_tf.data.benchmark import GENERATOR_VERSION
+
+        # A new generator draws other images from the same settings: earlier outputs are stale.
+        sections["benchmark_generator"] = GENERATOR_VERSION
     return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -211,6 +211,7 @@ def run_warmup_stage(ctx: RunContext) -> dict:
         return evaluate_on_target(segmenter, cfg, samples.target_val, progress=False)
 
     fit_resumable(trainer, make_dataset, w.iterations, stage_dir, state, cfg.train.checkpoint_every,
-                  cfg.train.eval_every, periodic_evaluation if with_labels else None)
+                  cfg.train.eval_every, periodic_evaluation if with_labels else None,
+                  log_every=cfg.train.log_every)
     save_model_checkpoint(segmenter, ctx.model_checkpoint("warmup"), checkpoint_meta(cfg, "warmup"))
     return evaluate_on_target(segmenter, cfg, samples.target_val) if with_labels else None
