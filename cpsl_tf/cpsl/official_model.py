@@ -15,6 +15,9 @@ Where the official code has plain bugs, the correct behaviour is implemented (ea
 the strong-view replay uses the true geometry (the official TranslateX replay shifts by W/H too far), and
 the supervised contrastive term (weight 0.001, whose labels are misaligned with its features in the
 official code, so it trains on noise) is left out.
+
+Like the official code (one process), the two banks take each image's samples one after the other; under
+``tf.distribute`` they are not all-gathered, so every replica's banks hold the samples of replica 0.
 """
 
 from __future__ import annotations
@@ -95,9 +98,9 @@ class OfficialCPSLModel(CPSLModel):
                 teacher_probs, mask, student_features, tf.convert_to_tensor(self.head.momentum_prototypes),
                 c.tau)
             total = loss_src + loss_tgt + c.lambda_sl * loss_sl + c.lambda_reg * loss_reg
-            scaled = total / tf.cast(replicas, tf.float32)
-        self.grouped.apply(tape.gradient(scaled, variables), variables)
-        self._update_momentum_networks()
+            scaled = self.grouped.scale_loss(total / tf.cast(replicas, tf.float32))
+        applied = self.grouped.apply(tape.gradient(scaled, variables), variables)
+        self._update_momentum_networks(applied)
         self.iteration.assign_add(1)
 
         values = {"loss": total, "loss_src": loss_src, "loss_tgt": loss_tgt, "loss_sl": loss_sl,
