@@ -90,7 +90,8 @@ def prepare_shared(seed: int, config: Path, extra: list[str]) -> Path:
     """The warm-up and pseudo-label stages every adapting cell of ``seed`` starts from (skipped when done)."""
     shared = RUNS / "shared" / f"seed{seed}"
     for stage in ("warmup", "pseudo"):
-        _train(config, [f"train.seed={seed}"] + extra, shared, stage, shared.with_suffix(".log"))
+        if not (shared / stage / "done.json").exists():
+            _train(config, [f"train.seed={seed}"] + extra, shared, stage, shared.with_suffix(".log"))
     return shared
 
 
@@ -144,13 +145,12 @@ def collect(seeds: list[int]) -> dict:
                 "label": cell.label, "settings": cell.describe(), "stage": cell.stage,
                 "miou": _summary([r["miou"] for r in rows]), "mpa": _summary([r["mpa"] for r in rows]),
                 "rare_miou": _summary([rare_miou(r["iou"]) for r in rows]),
-                "seconds": float(np.mean([r["seconds"] for r in rows])),
             }
     return table
 
 
 def markdown(table: dict, command: str) -> str:
-    lines = ["| setting | mIoU | MPA | rare-class mIoU | seeds | stage time |", "|---|---|---|---|---|---|"]
+    lines = ["| setting | mIoU | MPA | rare-class mIoU | seeds |", "|---|---|---|---|---|"]
     def fmt(summary):
         if summary["n"] > 1:
             return f"{summary['mean']:.1f} ± {summary['std']:.1f}"
@@ -158,7 +158,7 @@ def markdown(table: dict, command: str) -> str:
 
     for row in table.values():
         lines.append(f"| {row['label']} | {fmt(row['miou'])} | {fmt(row['mpa'])} | {fmt(row['rare_miou'])} | "
-                     f"{row['miou']['n']} | {row['seconds']:.0f} s |")
+                     f"{row['miou']['n']} |")
     lines += ["", f"Command: `{command}`. Machine: {os.cpu_count()} CPU cores, {platform.machine()}. "
               "Spread is the sample standard deviation over seeds; differences under about 3 points are "
               "within seed noise on this benchmark (benchmark-notes)."]
