@@ -107,7 +107,8 @@ class AdversarialWarmup(SupervisedSegmentation):
             d_source = self.discriminator(source_prob, training=True)
             d_target = self.discriminator(target_prob, training=True)
             loss_disc = tf.reduce_mean(tf.square(d_source)) + tf.reduce_mean(tf.square(d_target - 1.0))
-        grads = tape.gradient(loss_disc / _replicas(), disc_vars)
+            scaled_disc = loss_disc / _replicas()
+        grads = tape.gradient(scaled_disc, disc_vars)
         self.discriminator_optimizer.apply_gradients(zip(grads, disc_vars))
 
         self.loss_tracker.update_state(loss_src)
