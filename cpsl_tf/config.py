@@ -429,14 +429,23 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 
 def shrink(cfg: Config) -> Config:
-    """A smoke-run version of any config: a few steps, tiny crops, a tiny model, a tiny bank."""
+    """A smoke-run version of any config: a few steps, tiny crops, a tiny model, a tiny bank.
+
+    A generated benchmark is written to ``<folder>-smoke`` beside the configured one, so a smoke run never
+    replaces the full benchmark.
+    """
     small = dataclasses.replace
+    roots = {}
+    if "bench" in (cfg.data.source, cfg.data.target):
+        roots = {key: str(Path(getattr(cfg.data, key)).parent.with_name(
+                     Path(getattr(cfg.data, key)).parent.name + "-smoke") / Path(getattr(cfg.data, key)).name)
+                 for key in ("source_root", "target_root")}
     cfg = small(
         cfg,
         name=cfg.name + "-smoke",
         data=small(cfg.data, source_size=[64, 128], target_size=[64, 128], crop_size=[64, 96],
                    benchmark=small(cfg.data.benchmark, height=64, width=128, num_source=16,
-                                   num_target_train=16, num_target_val=8)),
+                                   num_target_train=16, num_target_val=8), **roots),
         model=small(cfg.model, backbone="resnet18", base_width=8, head_channels=32,
                     aspp_rates=[1, 2], imagenet_weights=False),
         train=small(cfg.train, batch_size=2, checkpoint_every=2, eval_every=2, log_every=1),

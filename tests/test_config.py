@@ -75,3 +75,11 @@ def test_official_preset_sets_its_choices_unless_overridden():
     cfg = load_config(REPO / "configs/gta.json", ["cpsl.preset=official", "cpsl.pixels_per_image=128"])
     assert cfg.cpsl.pixels_per_image == 128
     assert load_config(REPO / "configs/gta.json").cpsl.pixels_per_image == 512
+
+
+def test_smoke_runs_never_overwrite_the_full_benchmark():
+    full = load_config(REPO / "configs/bench.json")
+    small = shrink(full)
+    assert small.data.source_root == "data/bench-smoke/source"
+    assert small.data.target_root == "data/bench-smoke/target"
+    assert shrink(load_config(REPO / "configs/gta.json")).data.source_root == "data/gta5"
