@@ -38,8 +38,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Labels must be lossless.
 LABEL_SUFFIXES = (".png", ".bmp")
 BAD_SAMPLE_POLICIES = ("skip", "error")
-# Raw ids a reader's label files may hold, void ids included (the id sets of cpsl_tf.data.verify):
-# Cityscapes labelIds 0-33, GTA5 also 34, SYNTHIA-RAND-CITYSCAPES 0-22.
+# Raw ids a reader's label files may hold, void ids included; anything else is "unknown":
+# Cityscapes labelIds 0-33, GTA5 also 34 (void in the official code), SYNTHIA-RAND-CITYSCAPES 0-22.
 RAW_ID_COUNT = {"cityscapes": 34, "folder": 34, "gta5": 35, "synthia": 23}
 
 # How many file names a log line or error message lists before summarising the rest.

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cpsl_tf.data.datasets import (
+    RAW_ID_COUNT,
     READERS,
     DatasetError,
     Sample,
@@ -36,15 +37,6 @@ from cpsl_tf.labels import IGNORE_INDEX, class_names, lookup_table, palette
 
 logger = logging.getLogger(__name__)
 
-# Every raw id a dataset documents (void ids included); anything else in a label file is "unknown".
-# Cityscapes labelIds are 0-33; GTA5 labels also use 34 (treated as void by the official code);
-# SYNTHIA-RAND-CITYSCAPES has classes 0-22.
-KNOWN_RAW_IDS = {
-    "cityscapes": range(0, 34),
-    "folder": range(0, 34),
-    "gta5": range(0, 35),
-    "synthia": range(0, 23),
-}
 _LABEL_TABLE = {"cityscapes": "cityscapes", "folder": "cityscapes", "gta5": "gta5", "synthia": "synthia"}
 _FILES_LISTED = 100
 
@@ -111,7 +103,7 @@ def verify_dataset(
     unreadable: list[dict] = []
     mismatches: list[dict] = []
     labelled = usable = 0
-    known = KNOWN_RAW_IDS[dataset]
+    known = range(RAW_ID_COUNT[dataset])
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         inspections = pool.map(_inspect, samples)
