@@ -1,6 +1,6 @@
 """Export a segmenter checkpoint for deployment: ONNX + parity gate + manifest (+ INT8, FP16, TensorRT).
 
-    python scripts/export.py --checkpoint runs/x/best.weights.h5 --out exports/x \
+    python scripts/export.py --checkpoint runs/bench/distill2/model.weights.h5 --out exports/x \
         --dataset bench --root data/bench/target --split val \
         [--calib-root data/bench/target --calib-split train] [--int8] [--fp16] [--tensorrt]
 
