@@ -222,6 +222,12 @@ class CPSLModel(keras.Model):
                 t.assign(s)
         self.head.update_momentum(m)
 
+    def _record(self, values: dict) -> dict:
+        """Update the metric trackers with this step's values; the logs ``train_step`` returns."""
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
     # ----------------------------------------------------------------------------------------------
 
     def train_step(self, data):
@@ -286,6 +292,4 @@ class CPSLModel(keras.Model):
         values = {"loss": total, "loss_src": loss_src, "loss_tgt": loss_tgt, "loss_sl": loss_sl,
                   "loss_reg": loss_reg, "rectified_changed": changed, "q_entropy": q_entropy,
                   "delta_shift": shift}
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return self._record(values)

@@ -105,6 +105,4 @@ class OfficialCPSLModel(CPSLModel):
 
         values = {"loss": total, "loss_src": loss_src, "loss_tgt": loss_tgt, "loss_sl": loss_sl,
                   "loss_reg": loss_reg, "rectified_changed": changed}
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return self._record(values)
