@@ -1,11 +1,14 @@
-"""Class distributions for class-balanced sampling and distribution alignment (paper Eq. 8, 10, 11)."""
+"""Class distributions for class-balanced sampling and distribution alignment (paper Eq. 8, 11).
+
+Eq. 10, the starting distribution over the whole target set, is counted once, while the pseudo labels are
+written: ``cpsl_tf.data.pseudo_store.class_distribution``.
+"""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["class_counts", "image_class_distribution", "distribution_from_counts",
-           "initial_class_distribution", "momentum_update"]
+__all__ = ["class_counts", "image_class_distribution", "momentum_update"]
 
 
 def class_counts(labels, num_classes: int):
@@ -27,22 +30,6 @@ def image_class_distribution(labels, num_classes: int):
     """
     counts = class_counts(labels, num_classes)
     return tf.math.divide_no_nan(counts, tf.reduce_sum(counts, axis=1, keepdims=True))
-
-
-def distribution_from_counts(counts):
-    """Normalise accumulated class counts (..., K) to a distribution (Eq. 10 over a whole dataset)."""
-    counts = tf.cast(counts, tf.float64)
-    return tf.cast(counts / tf.reduce_sum(counts, axis=-1, keepdims=True), tf.float32)
-
-
-def initial_class_distribution(hard_labels, num_classes: int):
-    """delta_pseudo|_0 from a stack of hard pseudo labels Y_ST (N, ...) (Eq. 10).
-
-    For a stream that does not fit in memory, sum ``class_counts`` over the batches and call
-    ``distribution_from_counts``.
-    """
-    counts = tf.reduce_sum(class_counts(hard_labels, num_classes), axis=0)
-    return distribution_from_counts(counts)
 
 
 def momentum_update(delta_pseudo, image_distributions, alpha: float):
