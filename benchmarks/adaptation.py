@@ -4,12 +4,16 @@
     python benchmarks/adaptation.py --only source_only cpsl_paper self_training --seeds 0
     python benchmarks/adaptation.py --jobs 2              # cells in parallel processes
     python benchmarks/adaptation.py --table-only          # rebuild the table from finished cells
+    python benchmarks/adaptation.py --variant B --only source_only oracle   # the shift nobody tuned for
 
 Every cell is a normal run of the stage runner in ``benchmarks/runs/<cell>/seed<k>/`` (its results.json is
 the record; finished cells are kept, interrupted ones resume). Cells that adapt share, per seed, the
 warm-up and pseudo-label stages of ``benchmarks/runs/shared/seed<k>/`` (linked into their run folders).
 Writes benchmarks/results/adaptation.json and adaptation.md (mean and spread over seeds of mIoU, MPA and the
-mean IoU of the rare classes where CPSL claims its gain: light, sign, rider, motorcycle, bicycle, train).
+mean IoU of the rare classes where CPSL claims its gain: light, sign, rider, motorcycle, bicycle, train; and
+each cell's mIoU minus source-only's of the same seed, the paired difference that seed noise affects least).
+``--variant B`` runs the same cells on benchmark variant B (``data/bench-B``) into
+``benchmarks/runs/variant-B`` and ``adaptation-B.{json,md}``.
 """
 
 from __future__ import annotations
@@ -44,12 +48,40 @@ class Cell:
     stage: str  # the stage whose target-val scores are the cell's result
     adapts: bool  # starts from the shared warm-up + pseudo labels
 
-    def describe(self) -> str:
-        return " ".join(f"--set {o}" for o in self.overrides) or "(bench config)"
+    def settings(self, layout: Layout) -> list[str]:
+        return [o.format(data=layout.data) for o in self.overrides]
+
+    def describe(self, layout: Layout) -> str:
+        return " ".join(f"--set {o}" for o in self.settings(layout)) or "(bench config)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the cells of one benchmark variant find their data, run, and write their table."""
+
+    variant: str = "A"
+
+    @property
+    def data(self) -> str:
+        return "data/bench" if self.variant == "A" else f"data/bench-{self.variant}"
+
+    @property
+    def runs(self) -> Path:
+        return RUNS if self.variant == "A" else RUNS / f"variant-{self.variant}"
+
+    @property
+    def results_stem(self) -> str:
+        return "adaptation" if self.variant == "A" else f"adaptation-{self.variant}"
+
+    def overrides(self) -> list[str]:
+        if self.variant == "A":
+            return []
+        return [f"data.benchmark.variant={self.variant}", f"data.source_root={self.data}/source",
+                f"data.target_root={self.data}/target"]
 
 
 CELLS = (
-    Cell("oracle", "oracle (target labels)", ("data.source=cityscapes", "data.source_root=data/bench/target",
+    Cell("oracle", "oracle (target labels)", ("data.source=cityscapes", "data.source_root={data}/target",
                                               "data.source_size=[96,192]"), "warmup", False),
     Cell("source_only", "source only (= warm-up)", (), "warmup", False),
     Cell("source_photometric", "source only + photometric aug.", ("data.source_photometric=true",),
@@ -86,33 +118,34 @@ def _link(shared: Path, run_dir: Path, stage: str) -> None:
         target.symlink_to(shared / stage, target_is_directory=True)
 
 
-def prepare_shared(seed: int, config: Path, extra: list[str]) -> Path:
+def prepare_shared(seed: int, config: Path, extra: list[str], layout: Layout) -> Path:
     """The warm-up and pseudo-label stages every adapting cell of ``seed`` starts from (skipped when done)."""
-    shared = RUNS / "shared" / f"seed{seed}"
+    shared = layout.runs / "shared" / f"seed{seed}"
     for stage in ("warmup", "pseudo"):
         if not (shared / stage / "done.json").exists():
-            _train(config, [f"train.seed={seed}"] + extra, shared, stage, shared.with_suffix(".log"))
+            _train(config, [f"train.seed={seed}"] + layout.overrides() + extra, shared, stage,
+                   shared.with_suffix(".log"))
     return shared
 
 
-def run_cell(cell: Cell, seed: int, config: Path, extra: list[str]) -> dict:
+def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layout) -> dict:
     """Run (or resume) one cell for one seed; returns its result dict from results.json."""
-    seed_set = [f"train.seed={seed}"] + extra
-    run_dir = RUNS / cell.name / f"seed{seed}"
+    seed_set = [f"train.seed={seed}"] + layout.overrides() + extra
+    run_dir = layout.runs / cell.name / f"seed{seed}"
     results = run_dir / "results.json"
     if results.exists() and cell.stage in json.loads(results.read_text())["stages"]:
         return json.loads(results.read_text())["stages"][cell.stage]
     log = run_dir.with_suffix(".log")
     if cell.stage == "warmup" and not cell.overrides:  # the shared warm-up itself
-        shared = prepare_shared(seed, config, extra)
+        shared = prepare_shared(seed, config, extra, layout)
         return json.loads((shared / "results.json").read_text())["stages"]["warmup"]
     if cell.adapts:
-        shared = prepare_shared(seed, config, extra)
+        shared = prepare_shared(seed, config, extra, layout)
         for stage in ("warmup", "pseudo"):
             _link(shared, run_dir, stage)
-        _train(config, seed_set + list(cell.overrides), run_dir, "cpsl", log)
+        _train(config, seed_set + cell.settings(layout), run_dir, "cpsl", log)
     else:
-        _train(config, seed_set + list(cell.overrides), run_dir, "warmup", log)
+        _train(config, seed_set + cell.settings(layout), run_dir, "warmup", log)
     return json.loads(results.read_text())["stages"][cell.stage]
 
 
@@ -129,50 +162,67 @@ def rare_miou(iou: list) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def collect(seeds: list[int]) -> dict:
+def _cell_results(cell: Cell, seeds: list[int], layout: Layout) -> dict[int, dict]:
+    """Finished results of ``cell`` by seed."""
+    folder = layout.runs / ("shared" if cell.stage == "warmup" and not cell.overrides else cell.name)
+    found = {}
+    for seed in seeds:
+        path = folder / f"seed{seed}" / "results.json"
+        if path.exists():
+            stages = json.loads(path.read_text())["stages"]
+            if cell.stage in stages:
+                found[seed] = stages[cell.stage]
+    return found
+
+
+def collect(seeds: list[int], layout: Layout) -> dict:
+    baseline = {seed: r["miou"] for seed, r in _cell_results(BY_NAME["source_only"], seeds, layout).items()}
     table = {}
     for cell in CELLS:
-        rows = []
-        for seed in seeds:
-            folder = RUNS / ("shared" if cell.stage == "warmup" and not cell.overrides else cell.name)
-            path = folder / f"seed{seed}" / "results.json"
-            if path.exists():
-                stages = json.loads(path.read_text())["stages"]
-                if cell.stage in stages:
-                    rows.append(stages[cell.stage])
-        if rows:
-            table[cell.name] = {
-                "label": cell.label, "settings": cell.describe(), "stage": cell.stage,
-                "miou": _summary([r["miou"] for r in rows]), "mpa": _summary([r["mpa"] for r in rows]),
-                "rare_miou": _summary([rare_miou(r["iou"]) for r in rows]),
-            }
+        found = _cell_results(cell, seeds, layout)
+        if not found:
+            continue
+        rows = list(found.values())
+        paired = [r["miou"] - baseline[seed] for seed, r in found.items() if seed in baseline]
+        table[cell.name] = {
+            "label": cell.label, "settings": cell.describe(layout), "stage": cell.stage,
+            "seeds": sorted(found),
+            "miou": _summary([r["miou"] for r in rows]), "mpa": _summary([r["mpa"] for r in rows]),
+            "rare_miou": _summary([rare_miou(r["iou"]) for r in rows]),
+            "miou_minus_source_only": _summary(paired) if paired else None,
+        }
     return table
 
 
-def markdown(table: dict, command: str) -> str:
-    lines = ["| setting | mIoU | MPA | rare-class mIoU | seeds |", "|---|---|---|---|---|"]
-    def fmt(summary):
-        if summary["n"] > 1:
-            return f"{summary['mean']:.1f} ± {summary['std']:.1f}"
-        return f"{summary['mean']:.1f}"
+def markdown(table: dict, command: str, layout: Layout) -> str:
+    lines = ["| setting | mIoU | mIoU - source-only (paired) | MPA | rare-class mIoU | seeds |",
+             "|---|---|---|---|---|---|"]
+
+    def fmt(summary, signed=False):
+        if summary is None:
+            return "-"
+        mean = f"{summary['mean']:+.1f}" if signed else f"{summary['mean']:.1f}"
+        return f"{mean} ± {summary['std']:.1f}" if summary["n"] > 1 else mean
 
     for row in table.values():
-        lines.append(f"| {row['label']} | {fmt(row['miou'])} | {fmt(row['mpa'])} | {fmt(row['rare_miou'])} | "
-                     f"{row['miou']['n']} |")
-    lines += ["", f"Command: `{command}`. Machine: {os.cpu_count()} CPU cores, {platform.machine()}. "
-              "Spread is the sample standard deviation over seeds; differences under about 3 points are "
-              "within seed noise on this benchmark (benchmark-notes)."]
+        lines.append(f"| {row['label']} | {fmt(row['miou'])} | {fmt(row['miou_minus_source_only'], True)} | "
+                     f"{fmt(row['mpa'])} | {fmt(row['rare_miou'])} | {row['miou']['n']} |")
+    lines += ["", f"Benchmark variant {layout.variant}. Command: `{command}`. Machine: {os.cpu_count()} CPU "
+              f"cores, {platform.machine()}. Spread is the sample standard deviation over seeds; the paired "
+              "column subtracts the source-only mIoU of the same seed (adapting cells start from that very "
+              "warm-up). Differences under about 3 points are within seed noise on this benchmark "
+              "(benchmark-notes)."]
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(seeds: list[int], command: str) -> dict:
+def write_outputs(seeds: list[int], command: str, layout: Layout) -> dict:
     from cpsl_tf.io_utils import atomic_write_json, atomic_write_text
 
-    table = collect(seeds)
-    atomic_write_json(RESULTS / "adaptation.json", {"command": command, "seeds": seeds, "cells": table,
-                                                    "machine": {"cpus": os.cpu_count(),
-                                                                "platform": platform.platform()}})
-    atomic_write_text(RESULTS / "adaptation.md", markdown(table, command))
+    table = collect(seeds, layout)
+    atomic_write_json(RESULTS / f"{layout.results_stem}.json",
+                      {"command": command, "variant": layout.variant, "seeds": seeds, "cells": table,
+                       "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}})
+    atomic_write_text(RESULTS / f"{layout.results_stem}.md", markdown(table, command, layout))
     return table
 
 
@@ -186,7 +236,10 @@ def main(argv=None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for every cell (e.g. cpsl.iterations=500)")
     parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished cells")
+    parser.add_argument("--variant", default="A", choices=["A", "B"],
+                        help="benchmark variant (B: data/bench-B, generated on first use)")
     args = parser.parse_args(argv)
+    layout = Layout(args.variant)
     command = "python benchmarks/adaptation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.table_only:
         cells = [BY_NAME[name] for name in args.only] if args.only else list(CELLS)
@@ -196,17 +249,18 @@ def main(argv=None) -> int:
             # Shared warm-ups first, so that parallel cells never train the same one twice.
             if any(cell.adapts for cell in cells):
                 for seed in args.seeds:
-                    prepare_shared(seed, args.config, args.overrides)
+                    prepare_shared(seed, args.config, args.overrides, layout)
             with ProcessPoolExecutor(args.jobs) as pool:
-                list(pool.map(run_cell, *zip(*[(c, s, args.config, args.overrides) for c, s in jobs])))
+                arguments = [(c, s, args.config, args.overrides, layout) for c, s in jobs]
+                list(pool.map(run_cell, *zip(*arguments)))
         else:
             for cell, seed in jobs:
                 print(f"cell {cell.name} seed {seed} ...", flush=True)
-                result = run_cell(cell, seed, args.config, args.overrides)
+                result = run_cell(cell, seed, args.config, args.overrides, layout)
                 print(f"cell {cell.name} seed {seed}: mIoU {100 * result['miou']:.1f}", flush=True)
         print(f"{len(jobs)} cells in {time.time() - begin:.0f} s")
-    table = write_outputs(args.seeds, command)
-    print(markdown(table, command))
+    table = write_outputs(args.seeds, command, layout)
+    print(markdown(table, command, layout))
     return 0
 
 

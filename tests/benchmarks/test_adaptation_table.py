@@ -1,0 +1,68 @@
+"""The results-table script: cells found by seed, paired differences, variant layout (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def adaptation(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("adaptation_script", REPO / "benchmarks" / "adaptation.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    return module
+
+
+def _write(runs: Path, folder: str, seed: int, stage: str, miou: float) -> None:
+    iou = [miou] * 19
+    path = runs / folder / f"seed{seed}" / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"stages": {stage: {"miou": miou, "mpa": miou + 0.1, "pa": 0.9, "iou": iou,
+                                                   "acc": iou, "seconds": 1.0}}}))
+
+
+def test_paired_difference_uses_the_same_seed(adaptation, tmp_path):
+    runs = tmp_path / "runs"
+    source_only = {0: 0.20, 1: 0.30, 2: 0.25}
+    cpsl = {0: 0.24, 1: 0.31}  # seed 2 not finished
+    for seed, value in source_only.items():
+        _write(runs, "shared", seed, "warmup", value)
+    for seed, value in cpsl.items():
+        _write(runs, "cpsl_paper", seed, "cpsl", value)
+
+    table = adaptation.write_outputs([0, 1, 2], "cmd", adaptation.Layout("A"))
+
+    row = table["cpsl_paper"]
+    assert row["seeds"] == [0, 1]
+    differences = [100 * (cpsl[s] - source_only[s]) for s in (0, 1)]
+    assert row["miou_minus_source_only"]["mean"] == pytest.approx(np.mean(differences))
+    assert row["miou_minus_source_only"]["std"] == pytest.approx(np.std(differences, ddof=1))
+    assert row["miou"]["mean"] == pytest.approx(100 * np.mean(list(cpsl.values())))
+    assert table["source_only"]["miou_minus_source_only"]["mean"] == pytest.approx(0.0)
+    assert "oracle" not in table
+    markdown = (tmp_path / "results" / "adaptation.md").read_text()
+    assert "| CPSL, preset paper | 27.5 ± 4.9 | +2.5 ± 2.1 |" in markdown
+
+
+def test_variant_b_has_its_own_runs_data_and_table(adaptation, tmp_path):
+    layout = adaptation.Layout("B")
+    assert layout.runs == tmp_path / "runs" / "variant-B"
+    assert "data.target_root=data/bench-B/target" in layout.overrides()
+    oracle = adaptation.BY_NAME["oracle"]
+    assert "data.source_root=data/bench-B/target" in oracle.settings(layout)
+    assert "data.source_root=data/bench/target" in oracle.settings(adaptation.Layout("A"))
+    _write(layout.runs, "shared", 0, "warmup", 0.3)
+    adaptation.write_outputs([0], "cmd", layout)
+    assert json.loads((tmp_path / "results" / "adaptation-B.json").read_text())["variant"] == "B"
+    assert not (tmp_path / "results" / "adaptation.json").exists()
