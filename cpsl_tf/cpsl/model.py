@@ -77,8 +77,13 @@ if TYPE_CHECKING:
     from cpsl_tf.training.optim import GroupedSGD
 
 
-def _all_gather(x):
-    return tf.distribute.get_replica_context().all_gather(x, axis=0)
+def gather_global_batch(x):
+    """Every replica's ``x`` concatenated along the batch axis in replica order (``x`` on one device)."""
+    context = tf.distribute.get_replica_context()
+    gathered = context.all_gather(x, axis=0)
+    if x.shape[0] is not None:  # all_gather forgets the static batch size
+        gathered = tf.ensure_shape(gathered, [x.shape[0] * context.num_replicas_in_sync, *x.shape[1:]])
+    return gathered
 
 
 def global_mean_share(count):
@@ -91,7 +96,8 @@ def global_mean_share(count):
     return tf.math.divide_no_nan(count * context.num_replicas_in_sync, total)
 
 
-def _valid_count(labels):
+def valid_pixel_count(labels):
+    """Pixels whose label is not the ignore index."""
     return tf.reduce_sum(tf.cast(tf.not_equal(tf.cast(labels, tf.int32), IGNORE_INDEX), tf.float32))
 
 
@@ -189,7 +195,7 @@ class CPSLModel(keras.Model):
         """L_SL (Eq. 5) of this replica's samples, Q_cur from Sinkhorn (Eq. 6) over the global batch's samples
         and, once it is full, the memory bank (as the official code: a bank that grows every step would
         change the Sinkhorn shape, and so recompile it, at every step until it is full)."""
-        everyone = _all_gather(samples)
+        everyone = gather_global_batch(samples)
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         local = tf.shape(samples)[0]
         q_everyone = online_assignment(self.head(everyone), self.bank, self.head, self._class_marginal(),
@@ -255,9 +261,9 @@ class CPSLModel(keras.Model):
         with tf.GradientTape() as tape:
             source_logits = self._resize(self.student(source, training=True)["logits"], tf.shape(source)[1:3])
             loss_src = segmentation_cross_entropy(source_logits, source_labels) * global_mean_share(
-                _valid_count(source_labels))
+                valid_pixel_count(source_labels))
             weak_logits = self._resize(self.student(weak, training=True)["logits"], map_size)
-            loss_tgt = self._target_loss(weak_logits, labels) * global_mean_share(_valid_count(labels))
+            loss_tgt = self._target_loss(weak_logits, labels) * global_mean_share(valid_pixel_count(labels))
             total = loss_src + loss_tgt
             if c.use_self_labeling:
                 samples = self._sample(labels, teacher_features)
@@ -283,7 +289,7 @@ class CPSLModel(keras.Model):
         if c.use_self_labeling and c.bank_size > 0:
             self.bank.enqueue(gathered)
         if c.use_self_labeling and c.class_balanced and not c.equal_partition and c.alignment_momentum < 1:
-            per_image = _all_gather(image_class_distribution(labels, self.num_classes))
+            per_image = gather_global_batch(image_class_distribution(labels, self.num_classes))
             self.delta_pseudo.assign(momentum_update(tf.convert_to_tensor(self.delta_pseudo), per_image,
                                                      c.alignment_momentum))
         self.iteration.assign_add(1)

@@ -16,8 +16,9 @@ the strong-view replay uses the true geometry (the official TranslateX replay sh
 the supervised contrastive term (weight 0.001, whose labels are misaligned with its features in the
 official code, so it trains on noise) is left out.
 
-Like the official code (one process), the two banks take each image's samples one after the other; under
-``tf.distribute`` they are not all-gathered, so every replica's banks hold the samples of replica 0.
+As in the official code (one process), the two banks take each image's samples one after the other. Under
+``tf.distribute`` the samples of the global batch are gathered first, so every replica runs the same
+sequence as one device would, and the pixel means are over the global batch (as in the paper preset).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import tensorflow as tf
 
 from cpsl_tf.cpsl.losses import official_prototype_consistency, segmentation_cross_entropy
 from cpsl_tf.cpsl.memory_bank import MemoryBank
-from cpsl_tf.cpsl.model import CPSLModel
+from cpsl_tf.cpsl.model import CPSLModel, gather_global_batch, global_mean_share, valid_pixel_count
 from cpsl_tf.cpsl.official_sl import official_two_bank_sl_loss, uniform_official_samples
 from cpsl_tf.cpsl.rectify import cosine_scores, rectify
 from cpsl_tf.data.cutmix import paste_box
@@ -81,12 +82,15 @@ class OfficialCPSLModel(CPSLModel):
                                     sorted=False).indices
         feature_samples, logit_samples = uniform_official_samples(full_features, full_logits, permutation,
                                                                   c.pixels_per_image)
+        feature_samples = gather_global_batch(feature_samples)
+        logit_samples = gather_global_batch(logit_samples)
         variables = self.trainable_for_step
         with tf.GradientTape() as tape:
             source_logits = self._resize(self.student(source, training=True)["logits"], tf.shape(source)[1:3])
-            loss_src = segmentation_cross_entropy(source_logits, source_labels)
+            loss_src = segmentation_cross_entropy(source_logits, source_labels) * global_mean_share(
+                valid_pixel_count(source_labels))
             weak_logits = self._resize(self.student(weak, training=True)["logits"], map_size)
-            loss_tgt = self._target_loss(weak_logits, labels)
+            loss_tgt = self._target_loss(weak_logits, labels) * global_mean_share(valid_pixel_count(labels))
             loss_sl, _ = official_two_bank_sl_loss(
                 feature_samples, logit_samples, self.head.prototypes, self.bank, self.logit_bank,
                 self.delta_start, c.tau, c.epsilon, c.sinkhorn_iterations)
@@ -96,7 +100,7 @@ class OfficialCPSLModel(CPSLModel):
             student_features = self.student(strong, training=True)["features"]
             loss_reg = official_prototype_consistency(
                 teacher_probs, mask, student_features, tf.convert_to_tensor(self.head.momentum_prototypes),
-                c.tau)
+                c.tau) * global_mean_share(tf.reduce_sum(tf.cast(mask, tf.float32)))
             total = loss_src + loss_tgt + c.lambda_sl * loss_sl + c.lambda_reg * loss_reg
             scaled = self.grouped.scale_loss(total / tf.cast(replicas, tf.float32))
         applied = self.grouped.apply(tape.gradient(scaled, variables), variables)

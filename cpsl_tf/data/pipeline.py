@@ -186,7 +186,10 @@ def make_training_dataset(source_samples: Sequence, target_samples: Sequence | N
         source, target = pair
         mixed, box, applied = cutmix(_element_seed(seed, PAIR_STREAM, position), target["target_image"],
                                      source["source_image"], cfg.cpsl.cutmix_prob)
-        return {**source, **target, "target_image": mixed, "cutmix_box": box, "cutmix": applied}
+        # int32, not bool: under a tf.distribute strategy, model.fit builds the model by averaging one
+        # batch over the replicas, which fails on a boolean tensor.
+        return {**source, **target, "target_image": mixed, "cutmix_box": box,
+                "cutmix": tf.cast(applied, tf.int32)}
 
     autotune = tf.data.AUTOTUNE
     start = start_batch * batch_size

@@ -1,6 +1,7 @@
-"""One CPSL step (paper preset, tiny network) under tf.distribute equals the one-device step on the same
-global batch: MirroredStrategy over two logical CPU devices, and MultiWorkerMirroredStrategy with two
-worker processes on loopback ports.
+"""CPSL steps (tiny network) under tf.distribute equal the one-device steps on the same global batch: the
+paper preset under MirroredStrategy over two logical CPU devices and MultiWorkerMirroredStrategy with two
+worker processes on loopback ports, and the official preset (two banks, training-mode teacher, CutMix)
+under MirroredStrategy.
 
 The strategies must be set up before TensorFlow initialises, so every run happens in a subprocess of this
 file (``python tests/training/test_distribution.py <mode> <out_dir>``) that writes the resulting state to
@@ -29,6 +30,7 @@ STEPS = 2  # the second step samples from the bank filled by the first
 def _setup(mode: str):
     import tensorflow as tf
 
+    mode, _, preset = mode.partition("-")
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -38,12 +40,12 @@ def _setup(mode: str):
     from cpsl_tf.config import load_config, shrink
     from cpsl_tf.training.strategy import make_strategy
 
-    base = shrink(load_config(None))
+    base = shrink(load_config(None, [f"cpsl.preset={preset or 'paper'}"]))
     strategy_kind = {"single": "auto", "mirrored": "mirrored", "multi_worker": "multi_worker"}[mode]
     cfg = dataclasses.replace(
         base, model=dataclasses.replace(base.model, dropout=0.0),
         train=dataclasses.replace(base.train, strategy=strategy_kind, sync_batch_norm=True),
-        cpsl=dataclasses.replace(base.cpsl, ema_momentum=0.9, alignment_momentum=0.8))
+        cpsl=dataclasses.replace(base.cpsl, ema_momentum=0.9, alignment_momentum=0.8, cutmix_prob=1.0))
     return cfg, make_strategy(cfg.train)
 
 
@@ -68,6 +70,36 @@ def _global_batch():
             "target_image": weak, "target_strong": tf.stack(strong).numpy(),
             "strong_params": {k: tf.stack([p[k] for p in params]).numpy() for k in params[0]},
             "target_soft": soft}
+
+
+def _official_global_batch(cfg):
+    """One pipeline batch with the official preset's extra fields (full image, weak geometry, CutMix box)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    from cpsl_tf.data.pipeline import make_training_dataset
+
+    rng = np.random.default_rng(0)
+    h, w = 32, 48
+    images, labels, source, target = {}, {}, [], []
+    for i in range(GLOBAL_BATCH):
+        for prefix, group in (("s", source), ("t", target)):
+            name = f"{prefix}{i}"
+            images[name] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            labels[name + "_gt"] = rng.integers(0, 19, (h, w), dtype=np.uint8)
+            group.append(SimpleNamespace(name=name, image=name, label=name + "_gt", dataset="bench"))
+    from cpsl_tf.models.segmenter import build_segmenter
+
+    out = build_segmenter(cfg.model, 19, name="probe")(tf.zeros((1, h, w, 3)))["logits"].shape[1:3]
+    soft = {s.name: tf.nn.softmax(rng.normal(size=(*out, 19)).astype(np.float32) * 3).numpy() for s in target}
+    data = dataclasses.replace(cfg.data, source_size=[h, w], target_size=[h, w], crop_size=[h, w],
+                               scale_range=[0.75, 1.25])
+    dataset = make_training_dataset(source, target, dataclasses.replace(cfg, data=data), 0,
+                                    pseudo_lookup=soft.__getitem__, load_image=images.__getitem__,
+                                    load_label=lambda p, d, n: labels[p], batch_size=GLOBAL_BATCH)
+    return tf.nest.map_structure(lambda t: t.numpy(), next(iter(dataset)))
 
 
 def _initial_weights(cfg):
@@ -95,6 +127,7 @@ def _run(mode: str, out_dir: Path) -> None:
     import tensorflow as tf
 
     from cpsl_tf.cpsl.model import CPSLModel
+    from cpsl_tf.cpsl.official_model import OfficialCPSLModel
     from cpsl_tf.models.segmenter import build_segmenter
     from cpsl_tf.training.loop import run_steps
     from cpsl_tf.training.strategy import is_chief, synchronize_batch_norm
@@ -106,21 +139,25 @@ def _run(mode: str, out_dir: Path) -> None:
     init = _initial_weights(cfg)
     with strategy.scope():
         student = synchronize_batch_norm(build_segmenter(cfg.model, 19), cfg.train.sync_batch_norm)
-        teacher = build_segmenter(cfg.model, 19, name="teacher")
+        teacher = synchronize_batch_norm(build_segmenter(cfg.model, 19, name="teacher"),
+                                         cfg.train.sync_batch_norm)
         student.set_weights(init)
         teacher.set_weights([w + 0.01 for w in init])
-        model = CPSLModel(student, teacher, prototypes, distribution, cfg.cpsl)
+        official = cfg.cpsl.preset == "official"
+        model = (OfficialCPSLModel if official else CPSLModel)(student, teacher, prototypes, distribution,
+                                                               cfg.cpsl)
         model.use_optimizer(build_segmentation_optimizer(cfg, 1e-3, 1e-2, 100, model.trainable_for_step,
                                                          1e-2))
         model.compile(optimizer=model.grouped.groups["backbone"])
-    data = tf.data.Dataset.from_tensors(_global_batch()).repeat()
+    batch = _official_global_batch(cfg) if official else _global_batch()
+    data = tf.data.Dataset.from_tensors(batch).repeat()
     if mode == "multi_worker":
         logs = run_steps(model, data, STEPS, [], verbose=0)
         name = "chief" if is_chief(strategy) else f"worker{strategy.cluster_resolver.task_id}"
     else:
         history = model.fit(data, epochs=1, steps_per_epoch=STEPS, verbose=0).history
         logs = {k: v[-1] for k, v in history.items()}
-        name = mode
+        name = mode.partition("-")[0]
 
     def replicas(variable):
         return [np.asarray(x) for x in strategy.experimental_local_results(variable.value)]
@@ -129,6 +166,8 @@ def _run(mode: str, out_dir: Path) -> None:
     for prefix, variables in (("student", student.weights), ("teacher", teacher.weights),
                               ("head", [model.head.prototypes, model.head.momentum_prototypes]),
                               ("bank", [model.bank.features, model.bank.pointer, model.bank.filled]),
+                              ("logit_bank", [model.logit_bank.features, model.logit_bank.filled]
+                               if official else []),
                               ("delta", [model.delta_pseudo])):
         for i, v in enumerate(variables):
             copies = replicas(v)
@@ -199,5 +238,18 @@ def test_two_workers_match_one_process(single, tmp_path):
     _assert_same_state(chief, single, "two workers vs one process")
 
 
+def test_official_preset_mirrored_equals_one_device(tmp_path):
+    _subprocess("single-official", tmp_path)
+    single = dict(np.load(tmp_path / "single.npz"))
+    _subprocess("mirrored-official", tmp_path)
+    mirrored = dict(np.load(tmp_path / "mirrored.npz"))
+    _assert_replicas_identical(mirrored)
+    _assert_same_state(mirrored, single, "official preset, mirrored vs one device")
+    # Both banks hold the global batch's samples (2 steps x 4 images x 16 pixels = the 64-row shrunk bank).
+    assert int(single["bank/2"]) == 64 and int(single["logit_bank/1"]) == 64
+    assert single["logs_loss_sl"] > 0 and single["logs_loss_reg"] > 0
+
+
 if __name__ == "__main__":
     _run(sys.argv[1], Path(sys.argv[2]))
+
