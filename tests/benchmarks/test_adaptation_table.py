@@ -46,10 +46,10 @@ def test_paired_difference_uses_the_same_seed(adaptation, tmp_path):
     row = table["cpsl_paper"]
     assert row["seeds"] == [0, 1]
     differences = [100 * (cpsl[s] - source_only[s]) for s in (0, 1)]
-    assert row["miou_minus_source_only"]["mean"] == pytest.approx(np.mean(differences))
-    assert row["miou_minus_source_only"]["std"] == pytest.approx(np.std(differences, ddof=1))
+    assert row["miou_minus_warmup"]["mean"] == pytest.approx(np.mean(differences))
+    assert row["miou_minus_warmup"]["std"] == pytest.approx(np.std(differences, ddof=1))
     assert row["miou"]["mean"] == pytest.approx(100 * np.mean(list(cpsl.values())))
-    assert table["source_only"]["miou_minus_source_only"]["mean"] == pytest.approx(0.0)
+    assert table["source_only"]["miou_minus_warmup"]["mean"] == pytest.approx(0.0)
     assert "oracle" not in table
     markdown = (tmp_path / "results" / "adaptation.md").read_text()
     assert "| CPSL, preset paper | 27.5 ± 4.9 | +2.5 ± 2.1 |" in markdown
@@ -66,3 +66,19 @@ def test_variant_b_has_its_own_runs_data_and_table(adaptation, tmp_path):
     adaptation.write_outputs([0], "cmd", layout)
     assert json.loads((tmp_path / "results" / "adaptation-B.json").read_text())["variant"] == "B"
     assert not (tmp_path / "results" / "adaptation.json").exists()
+
+
+def test_cells_of_the_long_warmup_pair_with_the_long_source_only(adaptation, tmp_path):
+    runs = tmp_path / "runs"
+    _write(runs, "shared", 0, "warmup", 0.25)
+    _write(runs, "shared_6k", 0, "warmup", 0.40)
+    _write(runs, "cpsl_paper_6k", 0, "cpsl", 0.43)
+    _write(runs, "oracle", 0, "warmup", 0.60)
+
+    table = adaptation.write_outputs([0], "cmd", adaptation.Layout("A"))
+
+    assert table["cpsl_paper_6k"]["miou_minus_warmup"]["mean"] == pytest.approx(3.0)
+    assert table["oracle"]["miou_minus_warmup"]["mean"] == pytest.approx(20.0)
+    assert table["source_only_6k"]["miou"]["mean"] == pytest.approx(40.0)
+    assert "warmup.iterations=6000" in table["oracle"]["settings"]
+    assert "data.source=cityscapes" in table["oracle"]["settings"]
