@@ -207,10 +207,21 @@ class CPSLModel(keras.Model):
         entropy = -tf.reduce_mean(tf.reduce_sum(tf.math.xlogy(q_current, q_current), axis=-1))
         return loss, entropy, everyone
 
+    def _source_loss(self, source, source_labels):
+        """The student's source cross-entropy (Eq. 3), weighted so that the replicas' means add up to the mean
+        over the global batch."""
+        logits = self._resize(self.student(source, training=True)["logits"], tf.shape(source)[1:3])
+        return segmentation_cross_entropy(logits, source_labels) * global_mean_share(
+            valid_pixel_count(source_labels))
+
     def _target_loss(self, logits, labels):
+        """The target loss on the rectified labels (Eq. 2; 0.1 CE + RCE for ``ce+rce``), weighted as
+        :meth:`_source_loss`."""
         if self.cpsl.target_loss == "ce+rce":
-            return 0.1 * segmentation_cross_entropy(logits, labels) + reverse_cross_entropy(logits, labels)
-        return segmentation_cross_entropy(logits, labels)
+            loss = 0.1 * segmentation_cross_entropy(logits, labels) + reverse_cross_entropy(logits, labels)
+        else:
+            loss = segmentation_cross_entropy(logits, labels)
+        return loss * global_mean_share(valid_pixel_count(labels))
 
     def _update_momentum_networks(self, applied=None):
         """EMA of f'_SEG and f'_SL towards f_SEG and f_SL; with ``applied`` (a boolean tensor from the
@@ -259,11 +270,9 @@ class CPSLModel(keras.Model):
 
         variables = self.trainable_for_step
         with tf.GradientTape() as tape:
-            source_logits = self._resize(self.student(source, training=True)["logits"], tf.shape(source)[1:3])
-            loss_src = segmentation_cross_entropy(source_logits, source_labels) * global_mean_share(
-                valid_pixel_count(source_labels))
+            loss_src = self._source_loss(source, source_labels)
             weak_logits = self._resize(self.student(weak, training=True)["logits"], map_size)
-            loss_tgt = self._target_loss(weak_logits, labels) * global_mean_share(valid_pixel_count(labels))
+            loss_tgt = self._target_loss(weak_logits, labels)
             total = loss_src + loss_tgt
             if c.use_self_labeling:
                 samples = self._sample(labels, teacher_features)

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from cpsl_tf.cpsl.losses import official_prototype_consistency, segmentation_cross_entropy
+from cpsl_tf.cpsl.losses import official_prototype_consistency
 from cpsl_tf.cpsl.memory_bank import MemoryBank
-from cpsl_tf.cpsl.model import CPSLModel, gather_global_batch, global_mean_share, valid_pixel_count
+from cpsl_tf.cpsl.model import CPSLModel, gather_global_batch, global_mean_share
 from cpsl_tf.cpsl.official_sl import official_two_bank_sl_loss, uniform_official_samples
 from cpsl_tf.cpsl.rectify import cosine_scores, rectify
 from cpsl_tf.data.cutmix import paste_box
@@ -86,11 +86,9 @@ class OfficialCPSLModel(CPSLModel):
         logit_samples = gather_global_batch(logit_samples)
         variables = self.trainable_for_step
         with tf.GradientTape() as tape:
-            source_logits = self._resize(self.student(source, training=True)["logits"], tf.shape(source)[1:3])
-            loss_src = segmentation_cross_entropy(source_logits, source_labels) * global_mean_share(
-                valid_pixel_count(source_labels))
+            loss_src = self._source_loss(source, source_labels)
             weak_logits = self._resize(self.student(weak, training=True)["logits"], map_size)
-            loss_tgt = self._target_loss(weak_logits, labels) * global_mean_share(valid_pixel_count(labels))
+            loss_tgt = self._target_loss(weak_logits, labels)
             loss_sl, _ = official_two_bank_sl_loss(
                 feature_samples, logit_samples, self.head.prototypes, self.bank, self.logit_bank,
                 self.delta_start, c.tau, c.epsilon, c.sinkhorn_iterations)
