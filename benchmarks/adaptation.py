@@ -149,23 +149,21 @@ def prepare_shared(seed: int, config: Path, extra: list[str], layout: Layout, ba
 
 def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layout) -> dict:
     """Run (or resume) one cell for one seed; returns its result dict from results.json."""
+    if seed in (done := _cell_results(cell, [seed], layout)):
+        return done[seed]
     seed_set = [f"train.seed={seed}"] + layout.overrides() + extra
     run_dir = layout.runs / cell.name / f"seed{seed}"
-    results = run_dir / "results.json"
-    if results.exists() and cell.stage in json.loads(results.read_text())["stages"]:
-        return json.loads(results.read_text())["stages"][cell.stage]
     log = run_dir.with_suffix(".log")
     if cell.is_base:
-        shared = prepare_shared(seed, config, extra, layout, cell.base)
-        return json.loads((shared / "results.json").read_text())["stages"]["warmup"]
-    if cell.adapts:
+        prepare_shared(seed, config, extra, layout, cell.base)
+    elif cell.adapts:
         shared = prepare_shared(seed, config, extra, layout, cell.base)
         for stage in ("warmup", "pseudo"):
             _link(shared, run_dir, stage)
         _train(config, seed_set + cell.settings(layout), run_dir, "cpsl", log)
     else:
         _train(config, seed_set + cell.settings(layout), run_dir, "warmup", log)
-    return json.loads(results.read_text())["stages"][cell.stage]
+    return _cell_results(cell, [seed], layout)[seed]
 
 
 def _summary(values: list[float]) -> dict:

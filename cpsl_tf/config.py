@@ -435,11 +435,15 @@ def shrink(cfg: Config) -> Config:
     replaces the full benchmark.
     """
     small = dataclasses.replace
+
+    def smoke_root(root: str) -> str:  # <folder>/source -> <folder>-smoke/source
+        folder = Path(root).parent
+        return str(folder.with_name(folder.name + "-smoke") / Path(root).name)
+
     roots = {}
     if "bench" in (cfg.data.source, cfg.data.target):
-        roots = {key: str(Path(getattr(cfg.data, key)).parent.with_name(
-                     Path(getattr(cfg.data, key)).parent.name + "-smoke") / Path(getattr(cfg.data, key)).name)
-                 for key in ("source_root", "target_root")}
+        roots = {"source_root": smoke_root(cfg.data.source_root),
+                 "target_root": smoke_root(cfg.data.target_root)}
     cfg = small(
         cfg,
         name=cfg.name + "-smoke",
