@@ -82,3 +82,19 @@ def test_cells_of_the_long_warmup_pair_with_the_long_source_only(adaptation, tmp
     assert table["source_only_6k"]["miou"]["mean"] == pytest.approx(40.0)
     assert "warmup.iterations=6000" in table["oracle"]["settings"]
     assert "data.source=cityscapes" in table["oracle"]["settings"]
+
+
+def test_cpsl_from_the_adversarial_warmup_pairs_with_it_and_the_warmup_with_source_only(adaptation, tmp_path):
+    runs = tmp_path / "runs"
+    _write(runs, "shared", 0, "warmup", 0.28)
+    _write(runs, "shared_adv", 0, "warmup", 0.32)
+    _write(runs, "cpsl_paper_adv", 0, "cpsl", 0.37)
+
+    table = adaptation.write_outputs([0], "cmd", adaptation.Layout("A"))
+
+    assert table["warmup_adversarial"]["miou"]["mean"] == pytest.approx(32.0)
+    assert table["warmup_adversarial"]["miou_minus_warmup"]["mean"] == pytest.approx(4.0)
+    assert table["warmup_adversarial"]["paired_with"] == "source_only"
+    assert table["cpsl_paper_adv"]["miou_minus_warmup"]["mean"] == pytest.approx(5.0)
+    assert table["cpsl_paper_adv"]["paired_with"] == "warmup_adversarial"
+    assert "warmup.mode=adversarial" in table["cpsl_paper_adv"]["settings"]
