@@ -98,3 +98,22 @@ def test_cpsl_from_the_adversarial_warmup_pairs_with_it_and_the_warmup_with_sour
     assert table["cpsl_paper_adv"]["miou_minus_warmup"]["mean"] == pytest.approx(5.0)
     assert table["cpsl_paper_adv"]["paired_with"] == "warmup_adversarial"
     assert "warmup.mode=adversarial" in table["cpsl_paper_adv"]["settings"]
+
+
+def test_comparisons_pair_two_cells_over_the_seeds_both_finished(adaptation, tmp_path):
+    runs = tmp_path / "runs"
+    cpsl = {0: 0.32, 1: 0.30, 2: 0.33}
+    self_training = {0: 0.28, 1: 0.29}  # seed 2 not finished
+    for seed in cpsl:
+        _write(runs, "cpsl_paper", seed, "cpsl", cpsl[seed])
+    for seed in self_training:
+        _write(runs, "self_training", seed, "cpsl", self_training[seed])
+
+    adaptation.write_outputs([0, 1, 2], "cmd", adaptation.Layout("A"))
+
+    saved = json.loads((tmp_path / "results" / "adaptation.json").read_text())["differences"]
+    assert [(d["cell"], d["minus"]) for d in saved] == [("cpsl_paper", "self_training")]
+    assert saved[0]["seeds"] == [0, 1]
+    assert saved[0]["miou"]["values"] == pytest.approx([4.0, 1.0])
+    markdown = (tmp_path / "results" / "adaptation.md").read_text()
+    assert "| CPSL, preset paper - self-training only (w/o SL) | +2.5 ± 2.1 | +4.0, +1.0 | 2 |" in markdown
