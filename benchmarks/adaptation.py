@@ -211,37 +211,39 @@ def _cell_results(cell: Cell, seeds: list[int], layout: Layout) -> dict[int, dic
     return found
 
 
-def collect(seeds: list[int], layout: Layout) -> dict:
-    baselines = {base: {seed: r["miou"] for seed, r in _cell_results(cell, seeds, layout).items()}
-                 for base, cell in BASE_CELL.items()}
+def _paired_miou(first: dict[int, dict], second: dict[int, dict]) -> tuple[list[int], list[float]]:
+    """The seeds both result sets have, and the mIoU of ``first`` minus that of ``second`` on each."""
+    common = sorted(set(first) & set(second))
+    return common, [first[seed]["miou"] - second[seed]["miou"] for seed in common]
+
+
+def collect(found: dict[str, dict[int, dict]], layout: Layout) -> dict:
+    """The table's rows from every cell's finished results by seed (``found``, keyed by cell name)."""
     table = {}
     for cell in CELLS:
-        found = _cell_results(cell, seeds, layout)
-        if not found:
+        if not (results := found[cell.name]):
             continue
-        rows = list(found.values())
-        baseline = baselines[cell.paired_base]
-        paired = [r["miou"] - baseline[seed] for seed, r in found.items() if seed in baseline]
+        rows = list(results.values())
+        paired_with = BASE_CELL[cell.paired_base].name
+        _, paired = _paired_miou(results, found[paired_with])
         table[cell.name] = {
             "label": cell.label, "settings": cell.describe(layout), "stage": cell.stage,
-            "seeds": sorted(found),
+            "seeds": sorted(results),
             "miou": _summary([r["miou"] for r in rows]), "mpa": _summary([r["mpa"] for r in rows]),
             "rare_miou": _summary([rare_miou(r["iou"]) for r in rows]),
-            "paired_with": BASE_CELL[cell.paired_base].name,
+            "paired_with": paired_with,
             "miou_minus_warmup": _summary(paired) if paired else None,
         }
     return table
 
 
-def compare(seeds: list[int], layout: Layout) -> list[dict]:
+def compare(found: dict[str, dict[int, dict]]) -> list[dict]:
     """mIoU of one cell minus another's, seed by seed, over the seeds both have finished."""
     differences = []
     for first, second in COMPARISONS:
-        a, b = (_cell_results(BY_NAME[name], seeds, layout) for name in (first, second))
-        common = sorted(set(a) & set(b))
+        common, values = _paired_miou(found[first], found[second])
         if common:
-            differences.append({"cell": first, "minus": second, "seeds": common,
-                                "miou": _summary([a[s]["miou"] - b[s]["miou"] for s in common])})
+            differences.append({"cell": first, "minus": second, "seeds": common, "miou": _summary(values)})
     return differences
 
 
@@ -279,7 +281,8 @@ def markdown(table: dict, differences: list[dict], command: str, layout: Layout)
 def write_outputs(seeds: list[int], command: str, layout: Layout) -> dict:
     from cpsl_tf.io_utils import atomic_write_json, atomic_write_text
 
-    table, differences = collect(seeds, layout), compare(seeds, layout)
+    found = {cell.name: _cell_results(cell, seeds, layout) for cell in CELLS}
+    table, differences = collect(found, layout), compare(found)
     atomic_write_json(RESULTS / f"{layout.results_stem}.json",
                       {"command": command, "variant": layout.variant, "seeds": seeds, "cells": table,
                        "differences": differences,
