@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from cpsl_tf.cpsl import sinkhorn
 from tests.conftest import fixture_path
+
+# Written by tests/fixtures/make_sinkhorn_normal_fixture.py: the official routine in PyTorch, float32 (Q)
+# and float64 (Q64), on N(0, 1) scores.
+NORMAL_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sinkhorn_normal600_rOfficial_f32.npz"
 
 
 def official_sinkhorn_numpy(scores, r, eps, iterations):
@@ -61,6 +67,60 @@ def test_matches_numpy_routine_for_other_iteration_counts(rng, iterations):
     r = rng.dirichlet(np.ones(7)).astype(np.float32)
     expected = official_sinkhorn_numpy(scores, r, 0.05, iterations)
     np.testing.assert_allclose(sinkhorn(scores, r, 0.05, iterations).numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_normal_fixture_float64_answer_is_the_numpy_routine():
+    data = np.load(NORMAL_FIXTURE)
+    expected = official_sinkhorn_numpy(data["logits"], data["r"].astype(np.float64), float(data["eps"]),
+                                       int(data["iters"]))
+    np.testing.assert_allclose(data["Q64"], expected, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("answer", ["Q", "Q64"])
+def test_matches_official_on_normal_scores(answer):
+    # N(0, 1) scores with eps 0.05: exp(S/eps) spans ~1e-70 .. 1e70. A kernel shifted by the global maximum
+    # loses the rows far below it to the subnormal range (1.5e-4 off here); the official float32 code is
+    # 1.1e-6 from float64.
+    data = np.load(NORMAL_FIXTURE)
+    q = sinkhorn(data["logits"], data["r"], float(data["eps"]), int(data["iters"])).numpy()
+    np.testing.assert_allclose(q, data[answer], rtol=1e-4, atol=2e-6)
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_fallback_matches_official_on_normal_scores():
+    # The folded fallback (taken when the fast path's sums come too close to float32's flushed range) on
+    # scores where the fast path is valid: it must be as exact.
+    import tensorflow as tf
+
+    from cpsl_tf.cpsl.sinkhorn import _sinkhorn_folded
+
+    data = np.load(NORMAL_FIXTURE)
+    folded = tf.function(_sinkhorn_folded, jit_compile=True)
+    q = folded(tf.constant(data["logits"]), tf.constant(data["r"]), tf.constant(0.05), int(data["iters"]))
+    for answer in ("Q", "Q64"):
+        np.testing.assert_allclose(q.numpy(), data[answer], rtol=1e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize(("seed", "iterations"), [(1, 3), (13, 3), (18, 3), (25, 3), (19, 1), (19, 10)])
+def test_matches_numpy_routine_on_normal_scores(seed, iterations):
+    scores = np.random.default_rng(seed).standard_normal((600, 19)).astype(np.float32)
+    r = np.random.default_rng(100 + seed).dirichlet(np.ones(19))
+    expected = official_sinkhorn_numpy(scores, r, 0.05, iterations)
+    q = sinkhorn(scores, r.astype(np.float32), 0.05, iterations).numpy()
+    np.testing.assert_allclose(q, expected, rtol=1e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 4])
+def test_finite_on_wide_normal_scores(seed):
+    # N(0, 3) / eps: exp overflows float32 (the official code returns NaN) and for seeds 0 and 3 the per-class
+    # scales u span more than float32's range (the fallback path); seed 4 stays on the fast path. The answer
+    # in float64 comes from the log-domain routine.
+    scores = np.random.default_rng(seed).normal(0.0, 3.0, (600, 19)).astype(np.float32)
+    r = np.random.default_rng(100 + seed).dirichlet(np.ones(19))
+    q = sinkhorn(scores, r.astype(np.float32)).numpy()
+    assert np.isfinite(q).all()
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(q, log_domain_sinkhorn_numpy(scores, r, 0.05, 3), rtol=1e-4, atol=1e-5)
 
 
 def test_log_domain_agrees_with_plain_in_float32(rng):
