@@ -25,6 +25,9 @@ def test_gta_config_carries_the_paper_hyperparameters():
     c = cfg.cpsl
     assert (c.lambda_sl, c.lambda_reg, c.tau, c.epsilon) == (0.1, 5.0, 0.08, 0.05)
     assert (c.bank_size, c.pixels_per_image, c.ema_momentum) == (65536, 512, 0.999)
+    # W's rate is a multiple of the network's: the paper's 5e-4 beside 1e-4 here, 5x train.lr in every config.
+    assert c.self_labeling_lr_scale * cfg.train.lr == pytest.approx(5e-4)
+    assert load_config(REPO / "configs/bench.json").cpsl.self_labeling_lr_scale == 5.0
     synthia = load_config(REPO / "configs/synthia.json")
     assert synthia.data.num_classes == 16 and synthia.eval.report_subsets == [13]
 
@@ -48,6 +51,7 @@ def test_overrides_are_typed():
         ("cpsl.bank_size=1000", "multiple of cpsl.pixels_per_image"),
         ("data.crop_size=[512]", "'data.crop_size' must be [height, width]"),
         ("nonsense", "must look like section.key=value"),
+        ("cpsl.self_labeling_lr_scale=-1", "'cpsl.self_labeling_lr_scale' must be non-negative"),
     ],
 )
 def test_bad_values_name_file_and_key(override, message):
@@ -83,3 +87,13 @@ def test_smoke_runs_never_overwrite_the_full_benchmark():
     assert small.data.source_root == "data/bench-smoke/source"
     assert small.data.target_root == "data/bench-smoke/target"
     assert shrink(load_config(REPO / "configs/gta.json")).data.source_root == "data/gta5"
+
+
+@pytest.mark.parametrize("switch", ["use_self_labeling=false", "use_self_training=false",
+                                    "class_balanced=false", "equal_partition=true",
+                                    "strong_augmentation=false"])
+def test_official_preset_refuses_the_ablations_it_does_not_implement(switch):
+    key = switch.split("=")[0]
+    with pytest.raises(ConfigError, match=f"'cpsl.{key}' must be .* under cpsl.preset=official"):
+        load_config(REPO / "configs/bench.json", ["cpsl.preset=official", f"cpsl.{switch}"])
+    assert getattr(load_config(REPO / "configs/bench.json", [f"cpsl.{switch}"]).cpsl, key) is not None

@@ -57,7 +57,7 @@ import numpy as np
 import tensorflow as tf
 
 from cpsl_tf.config import CPSLConfig
-from cpsl_tf.cpsl.assignment import online_assignment
+from cpsl_tf.cpsl.assignment import online_assignment_with_marginal
 from cpsl_tf.cpsl.distribution import image_class_distribution, momentum_update
 from cpsl_tf.cpsl.head import SelfLabelingHead
 from cpsl_tf.cpsl.losses import (
@@ -69,9 +69,10 @@ from cpsl_tf.cpsl.losses import (
 from cpsl_tf.cpsl.memory_bank import MemoryBank
 from cpsl_tf.cpsl.rectify import rectify
 from cpsl_tf.cpsl.sampling import class_balanced_sample_indices, uniform_sample_indices
+from cpsl_tf.data.cutmix import box_mask
 from cpsl_tf.data.replay import replay_to_strong
 from cpsl_tf.labels import IGNORE_INDEX
-from cpsl_tf.resize import resize_bilinear
+from cpsl_tf.resize import resize_bilinear, resize_nearest
 
 if TYPE_CHECKING:
     from cpsl_tf.training.optim import GroupedSGD
@@ -96,6 +97,30 @@ def global_mean_share(count):
     return tf.math.divide_no_nan(count * context.num_replicas_in_sync, total)
 
 
+def median(values):
+    """The median of a 1-D tensor of static length."""
+    ordered = tf.sort(values)
+    n = values.shape[0]
+    return 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])
+
+
+class Latest(keras.metrics.Metric):
+    """The last value given: for quantities that are a state of the model, not an average over steps."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable(shape=(), initializer="zeros", aggregation="mean", name="value")
+
+    def update_state(self, value):
+        self.value.assign(tf.cast(value, self.dtype))
+
+    def result(self):
+        return tf.convert_to_tensor(self.value)
+
+    def reset_state(self):
+        self.value.assign(0.0)
+
+
 def valid_pixel_count(labels):
     """Pixels whose label is not the ignore index."""
     return tf.reduce_sum(tf.cast(tf.not_equal(tf.cast(labels, tf.int32), IGNORE_INDEX), tf.float32))
@@ -106,7 +131,11 @@ class CPSLModel(keras.Model):
     and delta_pseudo, trained by :meth:`train_step`."""
 
     METRIC_NAMES = ("loss", "loss_src", "loss_tgt", "loss_sl", "loss_reg", "rectified_changed", "q_entropy",
-                    "delta_shift")
+                    "q_marginal_gap", "delta_shift", "head_travel")
+    # Metrics that describe the model's state (the value after the last step, not a mean over steps):
+    # head_travel, the median over classes of the angle in degrees between W' and its initial direction;
+    # delta_shift, the L1 distance of delta_pseudo from its start (Eq. 10).
+    STATE_METRICS = ("delta_shift", "head_travel")
 
     def __init__(self, student: keras.Model, teacher: keras.Model, prototypes, class_distribution,
                  cpsl: CPSLConfig, align_corners: bool = True, seed: int = 0, **kwargs):
@@ -119,7 +148,7 @@ class CPSLModel(keras.Model):
         num_classes = student.output["logits"].shape[-1]
         dim = student.output["features"].shape[-1]
         self.num_classes = num_classes
-        self.head = SelfLabelingHead(num_classes, dim, prototypes if cpsl.prototype_init else None)
+        self.head = SelfLabelingHead(num_classes, dim, prototypes if cpsl.prototype_init else None, seed=seed)
         self.bank = MemoryBank(max(cpsl.bank_size, 1), dim, name="memory_bank")
         start = np.asarray(class_distribution, np.float32)
         if start.shape != (num_classes,):
@@ -131,7 +160,8 @@ class CPSLModel(keras.Model):
                                             name="delta_pseudo")
         self.iteration = self.add_weight(shape=(), initializer="zeros", dtype="int64", trainable=False,
                                          aggregation="only_first_replica", name="cpsl_iteration")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.METRIC_NAMES}
+        self.trackers = {name: Latest(name) if name in self.STATE_METRICS else keras.metrics.Mean(name=name)
+                         for name in self.METRIC_NAMES}
         # Every sub-network is built; without this, fit under a strategy would try a symbolic build by
         # calling the model on the training-data dict.
         self.built = True
@@ -198,14 +228,16 @@ class CPSLModel(keras.Model):
         everyone = gather_global_batch(samples)
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         local = tf.shape(samples)[0]
-        q_everyone = online_assignment(self.head(everyone), self.bank, self.head, self._class_marginal(),
-                                       self.cpsl.epsilon, self.cpsl.sinkhorn_iterations,
-                                       self.cpsl.sinkhorn_log_domain)
+        r = self._class_marginal()
+        q_everyone, q_marginal = online_assignment_with_marginal(
+            self.head(everyone), self.bank, self.head, r, self.cpsl.epsilon, self.cpsl.sinkhorn_iterations,
+            self.cpsl.sinkhorn_log_domain)
         start = tf.cast(replica, tf.int32) * local
         q_current = q_everyone[start:start + local]
         loss = self_labeling_loss(q_current, self.head(samples), self.cpsl.tau)
         entropy = -tf.reduce_mean(tf.reduce_sum(tf.math.xlogy(q_current, q_current), axis=-1))
-        return loss, entropy, everyone
+        diagnostics = {"q_entropy": entropy, "q_marginal_gap": 0.5 * tf.reduce_sum(tf.abs(q_marginal - r))}
+        return loss, diagnostics, everyone
 
     def _source_loss(self, source, source_labels):
         """The student's source cross-entropy (Eq. 3), weighted so that the replicas' means add up to the mean
@@ -240,10 +272,38 @@ class CPSLModel(keras.Model):
         self.head.update_momentum(m)
 
     def _record(self, values: dict) -> dict:
-        """Update the metric trackers with this step's values; the logs ``train_step`` returns."""
+        """Update the metric trackers with this step's values and the head's travel; the logs ``train_step``
+        returns."""
+        values = {**values, "head_travel": median(self.head.travel_degrees())}
         for name, value in values.items():
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def _targets(self, data, p_sl, p_st):
+        """The labels of the step from P_SL and P_ST (Eq. 1, or an ablation's), on the target map.
+
+        Where CutMix pasted a source box into the weak crop, the box holds source pixels: the target loss
+        takes the source labels there (nearest-resized, the official paste-then-downsample), and the box is
+        left out of everything that describes the target (sampling, Eq. 11, the changed share, L_REG).
+
+        Returns (labels for the target loss, target-only labels with the box ignored, box mask (B, h, w)).
+        """
+        c = self.cpsl
+        if c.use_self_labeling and c.use_self_training:
+            rectified = rectify(p_sl, p_st, c.rectify_threshold)
+        elif c.use_self_labeling:  # w/o ST: the cluster assignment alone
+            rectified = rectify(p_sl, tf.ones_like(p_sl), c.rectify_threshold)
+        else:  # w/o SL: plain self-training on the stored pseudo labels
+            rectified = rectify(tf.ones_like(p_st), p_st, c.rectify_threshold)
+        box = data.get("cutmix_box")
+        if box is None:
+            return rectified, rectified, tf.zeros(tf.shape(rectified), tf.bool)
+        map_size = tf.shape(p_st)[1:3]
+        stride = data["target_image"].shape[1] // p_st.shape[1]
+        in_box = box_mask(box, map_size[0], map_size[1], scale=stride)
+        target_labels = tf.where(in_box, IGNORE_INDEX, rectified)
+        source_labels = resize_nearest(tf.cast(data["source_label"], tf.int32)[..., tf.newaxis], map_size)
+        return tf.where(in_box, source_labels[..., 0], rectified), target_labels, in_box
 
     # ----------------------------------------------------------------------------------------------
 
@@ -260,13 +320,11 @@ class CPSLModel(keras.Model):
         teacher_features = tf.math.l2_normalize(self._resize(teacher["features"], map_size), axis=-1)
         p_sl = tf.nn.softmax(self.head(teacher_features, momentum=True) / c.tau, axis=-1)
         st_labels = tf.argmax(p_st, axis=-1, output_type=tf.int32)
-        if c.use_self_labeling and c.use_self_training:
-            labels = rectify(p_sl, p_st, c.rectify_threshold)
-        elif c.use_self_labeling:  # w/o ST: the cluster assignment alone
-            labels = rectify(p_sl, tf.ones_like(p_sl), c.rectify_threshold)
-        else:  # w/o SL: plain self-training on the stored pseudo labels
-            labels = rectify(tf.ones_like(p_st), p_st, c.rectify_threshold)
-        changed = tf.reduce_mean(tf.cast(tf.not_equal(labels, st_labels), tf.float32))
+        labels, target_labels, in_box = self._targets(data, p_sl, p_st)
+        outside = tf.cast(tf.logical_not(in_box), tf.float32)
+        changed = tf.math.divide_no_nan(
+            tf.reduce_sum(tf.cast(tf.not_equal(target_labels, st_labels), tf.float32) * outside),
+            tf.reduce_sum(outside))
 
         variables = self.trainable_for_step
         with tf.GradientTape() as tape:
@@ -275,19 +333,25 @@ class CPSLModel(keras.Model):
             loss_tgt = self._target_loss(weak_logits, labels)
             total = loss_src + loss_tgt
             if c.use_self_labeling:
-                samples = self._sample(labels, teacher_features)
-                loss_sl, q_entropy, gathered = self._self_labeling(samples)
+                samples = self._sample(target_labels, teacher_features)
+                loss_sl, assignment, gathered = self._self_labeling(samples)
                 total += c.lambda_sl * loss_sl
             else:
-                loss_sl = q_entropy = tf.constant(0.0)
+                loss_sl = tf.constant(0.0)
+                assignment = {"q_entropy": tf.constant(0.0), "q_marginal_gap": tf.constant(0.0)}
             if c.lambda_reg > 0 and c.strong_augmentation:
-                replayed, valid = replay_to_strong(teacher_logits, data["strong_params"])
+                box_channel = tf.cast(in_box, tf.float32)[..., tf.newaxis]
+                replayed, valid = replay_to_strong(tf.concat([teacher_logits, box_channel], axis=-1),
+                                                   data["strong_params"])
+                valid = valid & (replayed[..., -1] < 0.5)
                 strong_logits = self._resize(self.student(strong, training=True)["logits"], map_size)
-                loss_reg = symmetric_kl_consistency(replayed, strong_logits, valid) * global_mean_share(
-                    tf.reduce_sum(tf.cast(valid, tf.float32)))
+                loss_reg = symmetric_kl_consistency(replayed[..., :-1], strong_logits, valid)
+                loss_reg *= global_mean_share(tf.reduce_sum(tf.cast(valid, tf.float32)))
                 total += c.lambda_reg * loss_reg
             elif c.lambda_reg > 0:  # w/o Aug: consistency between the two networks on the weak view
-                loss_reg = symmetric_kl_consistency(teacher_logits, weak_logits)
+                valid = tf.logical_not(in_box)
+                loss_reg = symmetric_kl_consistency(teacher_logits, weak_logits, valid) * global_mean_share(
+                    tf.reduce_sum(tf.cast(valid, tf.float32)))
                 total += c.lambda_reg * loss_reg
             else:
                 loss_reg = tf.constant(0.0)
@@ -298,13 +362,12 @@ class CPSLModel(keras.Model):
         if c.use_self_labeling and c.bank_size > 0:
             self.bank.enqueue(gathered)
         if c.use_self_labeling and c.class_balanced and not c.equal_partition and c.alignment_momentum < 1:
-            per_image = gather_global_batch(image_class_distribution(labels, self.num_classes))
+            per_image = gather_global_batch(image_class_distribution(target_labels, self.num_classes))
             self.delta_pseudo.assign(momentum_update(tf.convert_to_tensor(self.delta_pseudo), per_image,
                                                      c.alignment_momentum))
         self.iteration.assign_add(1)
 
         shift = tf.reduce_sum(tf.abs(tf.convert_to_tensor(self.delta_pseudo) - self.delta_start))
         values = {"loss": total, "loss_src": loss_src, "loss_tgt": loss_tgt, "loss_sl": loss_sl,
-                  "loss_reg": loss_reg, "rectified_changed": changed, "q_entropy": q_entropy,
-                  "delta_shift": shift}
+                  "loss_reg": loss_reg, "rectified_changed": changed, "delta_shift": shift, **assignment}
         return self._record(values)

@@ -39,7 +39,7 @@ from cpsl_tf.resize import resize_nearest
 class OfficialCPSLModel(CPSLModel):
     """CPSLModel with the official code's step (see the module docstring)."""
 
-    METRIC_NAMES = ("loss", "loss_src", "loss_tgt", "loss_sl", "loss_reg", "rectified_changed")
+    METRIC_NAMES = ("loss", "loss_src", "loss_tgt", "loss_sl", "loss_reg", "rectified_changed", "head_travel")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

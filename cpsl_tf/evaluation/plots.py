@@ -68,6 +68,21 @@ def plot_class_distributions(distributions: Mapping[str, np.ndarray], names: Seq
     _save(figure, path)
 
 
+def plot_head_travel(travel: Mapping[str, np.ndarray], names: Sequence[str], spacing: np.ndarray,
+                     path: str | Path) -> None:
+    """Grouped bars: per-class angle (degrees) of W and W' from their start, with each class's angle to its
+    nearest other prototype at the start drawn as a mark (the scale a move has to reach to matter)."""
+    figure = Figure(figsize=(max(8.0, 0.6 * len(names)), 4.0))
+    axes = figure.subplots()
+    _grouped_bars(axes, {label: np.asarray(v, dtype=np.float64) for label, v in travel.items()}, names)
+    axes.plot(np.arange(len(names)), spacing, "k_", markersize=14, label="nearest other class at start")
+    axes.legend(fontsize=8)
+    axes.set_ylabel("degrees")
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_title("Self-labeling head: travel of each class from its initial prototype")
+    _save(figure, path)
+
+
 def plot_training_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
                          boundaries: Mapping[str, int], path: str | Path,
                          finals: Mapping[str, tuple[int, float, float]] | None = None) -> None:

@@ -175,7 +175,10 @@ def read_history(path: Path) -> list[dict]:
             continue
         try:
             entry = json.loads(line)
-            by_step[int(entry["step"])] = {"step": int(entry["step"]), "miou": entry["miou"],
+            # The scores every stage logs, and any diagnostics a stage adds (numbers only).
+            extra = {key: value for key, value in entry.items()
+                     if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            by_step[int(entry["step"])] = {**extra, "step": int(entry["step"]), "miou": entry["miou"],
                                            "mpa": entry["mpa"], "pa": entry.get("pa")}
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             log.warning("%s:%d: skipping an unreadable evaluation entry (%s)", path, number, error)
@@ -409,6 +412,67 @@ def distribution_section(run: RunFolder, out: Path, max_images: int | None) -> l
                      Image("class_distribution.png", "Class distribution on target train (log scale).")]
 
 
+def angles_degrees(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise angle in degrees between the rows of a and b (any norms)."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    cosine = (a * b).sum(axis=1)
+    return np.degrees(np.arctan2(np.linalg.norm(a - cosine[:, None] * b, axis=1), cosine))
+
+
+def mechanism_section(run: RunFolder, out: Path) -> list[Block]:
+    """Did the clustering move, and which way: W and W' against their start (the normalised Eq. 7
+    prototypes), the collapse check, and the diagnostics logged during the stage."""
+    blocks: list[Block] = [Heading("Self-labeling mechanism")]
+    path = run.run_dir / SELF_LABELING_STATE
+    if not path.is_file():
+        run.missing.append(f"self-labeling state: `{SELF_LABELING_STATE}` does not exist")
+        return blocks + [Paragraph("Nothing to show: see Missing.")]
+    with np.load(path) as npz:
+        state = {key: np.asarray(npz[key], dtype=np.float64) for key in npz.files}
+    wanted = ("initial_prototypes", "prototypes", "momentum_prototypes")
+    if any(key not in state for key in wanted):
+        run.missing.append(f"self-labeling travel: `{SELF_LABELING_STATE}` lacks "
+                           f"{', '.join(k for k in wanted if k not in state)} (written by an older version)")
+        return blocks + [Paragraph("Nothing to show: see Missing.")]
+    start = state["initial_prototypes"]
+    if start.shape[0] != run.num_classes:
+        raise ReportError(f"{path}: the head has {start.shape[0]} classes, expected {run.num_classes}")
+    moved = angles_degrees(state["momentum_prototypes"], start)
+    travel = {"W'": moved, "W": angles_degrees(state["prototypes"], start)}
+    unit = start / np.linalg.norm(start, axis=1, keepdims=True)
+    between = np.degrees(np.arccos(np.clip(unit @ unit.T, -1.0, 1.0)))
+    np.fill_diagonal(between, np.inf)
+    spacing = between.min(axis=1)
+    end = state["momentum_prototypes"] / np.linalg.norm(state["momentum_prototypes"], axis=1, keepdims=True)
+    end_cosine = end @ end.T
+    np.fill_diagonal(end_cosine, -np.inf)
+    norms = np.linalg.norm(state["prototypes"], axis=1)
+    plots.plot_head_travel(travel, run.names, spacing, out / "head_travel.png")
+    rows = [[name, f"{moved[i]:.2f}", f"{travel['W'][i]:.2f}", f"{spacing[i]:.1f}",
+             run.names[int(np.argmax(end_cosine[i]))], f"{end_cosine[i].max():.3f}", f"{norms[i]:.3f}"]
+            for i, name in enumerate(run.names)]
+    summary = (f"W' moved a median {np.median(moved):.2f} degrees from its start (max "
+               f"{moved.max():.2f}); the median class starts {np.median(spacing):.1f} degrees from its "
+               f"nearest other class. Largest cosine between two classes of W' at the end: "
+               f"{end_cosine.max():.4f} (1 = two clusters collapsed into one); |W| from {norms.min():.3f} to "
+               f"{norms.max():.3f}.")
+    blocks += [Paragraph(summary),
+               Table(["class", "W' travel (deg)", "W travel (deg)", "nearest class at start (deg)",
+                      "closest class at end", "its cosine", "|W|"], rows),
+               Image("head_travel.png", "Angle of each class of the self-labeling head from its initial "
+                     "prototype; marks: angle to the nearest other class at the start.")]
+    history = [e for e in run.histories.get("cpsl", []) if "head_travel" in e]
+    if history:
+        blocks += [Heading("During adaptation", 3), Paragraph(
+            "At each periodic evaluation of the `cpsl` stage: median and largest W' travel (degrees), L1 "
+            "distance of delta_pseudo from its start (Eq. 10 -> Eq. 11), and target-val mIoU."),
+            Table(["step", "median travel", "max travel", "delta_pseudo shift", "mIoU"],
+                  [[str(e["step"]), f"{e['head_travel']:.2f}", f"{e.get('head_travel_max', math.nan):.2f}",
+                    f"{e.get('delta_shift', math.nan):.4f}", percent(e.get("miou"))] for e in history])]
+    return blocks
+
+
 def stage_lengths(cfg: Config) -> dict[str, int]:
     return {"warmup": cfg.warmup.iterations, "cpsl": cfg.cpsl.iterations,
             "distill1": cfg.distill.iterations, "distill2": cfg.distill.iterations}
@@ -565,7 +629,8 @@ def build_report(run_dir: str | Path, examples: int = 4, max_images: int | None 
     out = run.run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     cfg = run.cfg
-    body = stage_sections(run, out) + distribution_section(run, out, max_images) + curves_section(run, out)
+    body = (stage_sections(run, out) + distribution_section(run, out, max_images)
+            + mechanism_section(run, out) + curves_section(run, out))
     if run_models:
         body += confusion_section(run, out, max_images)
         if examples > 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 
@@ -20,6 +22,7 @@ from cpsl_tf.training.warmup import build_segmentation_optimizer, checkpoint_met
 # Target maps (P_ST, rectified labels, consistency) live at 1/4 of the crop, as in the official code.
 TARGET_MAP_STRIDE = 4
 SELF_LABELING_STATE = "self_labeling.npz"
+log = logging.getLogger(__name__)
 
 
 def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLModel:
@@ -34,18 +37,36 @@ def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLMod
     t = cfg.train
     model.use_optimizer(build_segmentation_optimizer(cfg, t.lr, t.head_lr, cfg.cpsl.iterations,
                                                      model.trainable_for_step,
-                                                     self_labeling_lr=cfg.cpsl.self_labeling_lr))
+                                                     self_labeling_lr=cfg.cpsl.self_labeling_lr_scale * t.lr))
     model.compile(optimizer=model.grouped.groups["backbone"])
     return model
 
 
 def save_self_labeling_state(model: CPSLModel, path) -> None:
-    """The head W, its momentum copy W', and delta_pseudo at its start (Eq. 10) and end (Eq. 11): the
-    class distribution of the rectified labels, for reports (paper Fig. 6)."""
+    """The head's start (the normalised Eq. 7 prototypes), W and its momentum copy W' at the end, and
+    delta_pseudo at its start (Eq. 10) and end (Eq. 11): the class distribution of the rectified labels, for
+    reports (paper Fig. 6)."""
     with atomic_path(path) as tmp:
-        np.savez(tmp, prototypes=model.head.prototypes.numpy(),
+        np.savez(tmp, initial_prototypes=model.head.initial.numpy(), prototypes=model.head.prototypes.numpy(),
                  momentum_prototypes=model.head.momentum_prototypes.numpy(),
                  delta_start=model.delta_start.numpy(), delta_pseudo=model.delta_pseudo.numpy())
+
+
+def self_labeling_summary(model: CPSLModel) -> dict:
+    """Whether the clustering moved, and how: per-class travel of W' in degrees from its start, the largest
+    cosine between two classes of W' (near 1 = two clusters collapsed into one), the range of |W|, and the L1
+    distance of delta_pseudo from its start."""
+    travel = model.head.travel_degrees().numpy()
+    unit = model.head.momentum_prototypes.numpy()
+    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+    cosines = unit @ unit.T
+    norms = np.linalg.norm(model.head.prototypes.numpy(), axis=1)
+    delta = model.delta_pseudo.numpy()
+    return {"head_travel_degrees": [float(t) for t in travel], "head_travel_median": float(np.median(travel)),
+            "max_class_cosine": float(cosines[~np.eye(len(cosines), dtype=bool)].max()),
+            "head_norm_range": [float(norms.min()), float(norms.max())],
+            "delta_shift": float(np.abs(delta - model.delta_start.numpy()).sum()),
+            "delta_pseudo": [float(v) for v in delta]}
 
 
 def run_cpsl_stage(ctx: RunContext) -> dict | None:
@@ -68,7 +89,11 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
     with_labels = all(s.label is not None for s in samples.target_val)
 
     def periodic_evaluation() -> dict:
-        return evaluate_on_target(model.student, cfg, samples.target_val, progress=False)
+        travel = model.head.travel_degrees().numpy()
+        delta_shift = np.abs(model.delta_pseudo.numpy() - model.delta_start.numpy()).sum()
+        return {**evaluate_on_target(model.student, cfg, samples.target_val, progress=False),
+                "head_travel": float(np.median(travel)), "head_travel_max": float(travel.max()),
+                "delta_shift": float(delta_shift)}
 
     state = {"cpsl_model": model, **model.grouped.groups}
     fit_resumable(model, make_dataset, cfg.cpsl.iterations, ctx.stage_dir("cpsl"), state,
@@ -76,4 +101,10 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
                   periodic_evaluation if with_labels else None, log_every=cfg.train.log_every)
     save_model_checkpoint(model.student, ctx.model_checkpoint("cpsl"), checkpoint_meta(cfg, "cpsl"))
     save_self_labeling_state(model, ctx.stage_dir("cpsl") / SELF_LABELING_STATE)
-    return evaluate_on_target(model.student, cfg, samples.target_val) if with_labels else None
+    summary = self_labeling_summary(model)
+    log.info("self-labeling head: W' moved a median %.1f degrees (max %.1f); largest cosine between two "
+             "classes %.3f; delta_pseudo moved %.3f (L1)", summary["head_travel_median"],
+             max(summary["head_travel_degrees"]), summary["max_class_cosine"], summary["delta_shift"])
+    if not with_labels:
+        return None
+    return {**evaluate_on_target(model.student, cfg, samples.target_val), "self_labeling": summary}

@@ -77,7 +77,11 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
     def _run(self):
         scores = self.evaluate()
-        entry = {"step": int(self.step), "miou": scores["miou"], "mpa": scores["mpa"], "pa": scores["pa"]}
+        # Every number the evaluation gives (scores, and a stage's own diagnostics); per-class lists stay in
+        # the stage's results.
+        numbers = {key: value for key, value in scores.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        entry = {"step": int(self.step), **numbers}
         # Rewritten whole and atomically: a crash mid-write never leaves a torn last line.
         before = self.history.read_text() if self.history.exists() else ""
         atomic_write_text(self.history, before + json.dumps(entry) + "\n")

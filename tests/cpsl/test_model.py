@@ -146,3 +146,63 @@ def test_official_preset_step_uses_two_banks_and_a_fixed_distribution(cfg):
     np.testing.assert_allclose(np.linalg.norm(model.logit_bank.valid_rows().numpy(), axis=1), 1, atol=1e-5)
     np.testing.assert_array_equal(model.delta_pseudo.numpy(), np.full(19, 1 / 19, np.float32))
     assert not np.allclose(model.head.prototypes.numpy(), w_before)
+
+
+def test_classes_without_a_prototype_stay_bounded_and_apart(cfg):
+    """A class the warm-up never predicted has a zero prototype: its head row must neither blow up nor
+    collapse onto the other such rows (through l2_normalize at 0 the gradient is about 1e12)."""
+    rng = np.random.default_rng(3)
+    model = _model(cfg, rng)
+    prototypes = rng.normal(size=(19, cfg.model.head_channels)).astype(np.float32)
+    missing = np.arange(10)
+    prototypes[missing] = 0.0
+    fresh = CPSLModel(model.student, model.teacher, prototypes, rng.dirichlet(np.ones(19)), cfg.cpsl)
+    fresh.use_optimizer(build_segmentation_optimizer(cfg, 1e-3, 1e-2, 100, fresh.trainable_for_step, 1e-2))
+    fresh.compile(optimizer=fresh.grouped.groups["backbone"])
+    history = _fit(fresh, _batch(rng, (H // 4, W // 4)), steps=3)
+    assert all(np.isfinite(v).all() for v in history.values())
+    w = fresh.head.prototypes.numpy()
+    norms = np.linalg.norm(w, axis=1)
+    assert np.isfinite(w).all() and norms.max() < 1.5, norms
+    unit = w[missing] / norms[missing, None]
+    cosines = unit @ unit.T
+    assert cosines[~np.eye(len(missing), dtype=bool)].max() < 0.9
+
+
+def test_head_travel_is_logged_as_the_median_angle_of_w_prime(cfg):
+    rng = np.random.default_rng(4)
+    model = _model(cfg, rng)
+    start = model.head.initial.numpy().astype(np.float64)
+    history = _fit(model, _batch(rng, (H // 4, W // 4)), steps=2)
+    w_prime = model.head.momentum_prototypes.numpy().astype(np.float64)
+    cosines = (start * w_prime).sum(axis=1) / np.linalg.norm(w_prime, axis=1) / np.linalg.norm(start, axis=1)
+    expected = np.median(np.degrees(np.arccos(np.clip(cosines, -1, 1))))
+    assert expected > 1e-3
+    assert history["head_travel"][-1] == pytest.approx(expected, rel=0.02)
+    assert 0.0 <= history["q_marginal_gap"][-1] <= 1.0
+
+
+def test_cutmix_box_takes_the_source_labels_and_is_left_out_of_the_target(cfg):
+    """Paper preset with CutMix: inside the pasted box the target loss learns the source labels; the box
+    is ignored for sampling and Eq. 11. Checked against a NumPy paste on the crop grid."""
+    rng = np.random.default_rng(5)
+    mixed_cfg = dataclasses.replace(cfg, cpsl=dataclasses.replace(cfg.cpsl, cutmix_prob=1.0))
+    batch = _pipeline_batch(mixed_cfg, rng)
+    model = _model(mixed_cfg, rng)
+    p_st = tf.cast(batch["target_soft"], tf.float32)
+    p_sl = tf.nn.softmax(rng.normal(size=p_st.shape).astype(np.float32), axis=-1)
+    labels, target_labels, in_box = (t.numpy() for t in model._targets(batch, p_sl, p_st))
+    rectified = np.argmax(p_sl.numpy() * p_st.numpy(), axis=-1)
+    stride = H // p_st.shape[1]
+    source = batch["source_label"].numpy()
+    for n, (y1, x1, y2, x2) in enumerate(batch["cutmix_box"].numpy()):
+        rows, cols = np.arange(p_st.shape[1]) * stride, np.arange(p_st.shape[2]) * stride
+        inside = ((rows >= y1) & (rows < y2))[:, None] & ((cols >= x1) & (cols < x2))[None, :]
+        assert inside.any() and not inside.all()
+        np.testing.assert_array_equal(in_box[n], inside)
+        np.testing.assert_array_equal(labels[n][inside], source[n][np.ix_(rows, cols)][inside])
+        np.testing.assert_array_equal(labels[n][~inside], rectified[n][~inside])
+        assert (target_labels[n][inside] == 255).all()
+        np.testing.assert_array_equal(target_labels[n][~inside], rectified[n][~inside])
+    history = _fit(model, {k: v for k, v in batch.items()})
+    assert all(np.isfinite(v[0]) for v in history.values())

@@ -97,12 +97,23 @@ def fake_run(tmp_path_factory):
         for name, p in zip(train_truth, probs):
             writer.add(name, p.astype(np.float32))
     delta_pseudo = rng.dirichlet(np.ones(19))
-    np.savez(run / "cpsl" / "self_labeling.npz", prototypes=np.zeros((19, 32)),
-             momentum_prototypes=np.zeros((19, 32)), delta_start=np.full(19, 1 / 19),
-             delta_pseudo=delta_pseudo)
+    # The head: each class turned by a known angle towards a random direction orthogonal to its start.
+    start = rng.normal(size=(19, 32))
+    start /= np.linalg.norm(start, axis=1, keepdims=True)
+    side = rng.normal(size=(19, 32))
+    side -= (side * start).sum(1, keepdims=True) * start
+    side /= np.linalg.norm(side, axis=1, keepdims=True)
+    turned = rng.uniform(0.5, 40, 19)
+    radians = np.radians(turned)[:, None]
+    moved = 2.0 * (np.cos(radians) * start + np.sin(radians) * side)
+    np.savez(run / "cpsl" / "self_labeling.npz", initial_prototypes=start, prototypes=moved,
+             momentum_prototypes=moved, delta_start=np.full(19, 1 / 19), delta_pseudo=delta_pseudo)
+    with open(run / "cpsl" / "eval_history.jsonl", "a") as history:
+        history.write(json.dumps({"step": 7, "miou": 0.5, "mpa": 0.6, "pa": 0.7, "head_travel": 12.5,
+                                  "head_travel_max": 30.25, "delta_shift": 0.0625}) + "\n")
     build_report(run, examples=2)
     return {"run": run, "results": results["stages"], "train": train_truth, "val": val_truth,
-            "probs": probs, "delta_pseudo": delta_pseudo}
+            "probs": probs, "delta_pseudo": delta_pseudo, "turned": turned}
 
 
 def test_report_files_and_numbers(fake_run):
@@ -124,9 +135,21 @@ def test_report_files_and_numbers(fake_run):
     missing = md.split("## Missing")[1].split("\n## ")[0]
     assert "`distill1`" in missing and "`distill2`" in missing
     # Curves: duplicate step 2 counted once with its later value, the cut line skipped.
-    assert "| cpsl | 2 | 20.00 | 55.00 (step 2) | 55.00 | 42.71 |" in md
+    assert "| cpsl | 3 | 20.00 | 55.00 (step 2) | 50.00 | 42.71 |" in md
     html = (out / "report.html").read_text()
     assert "<img src='class_distribution.png'" in html and f"{100 * 0.4271:.2f}" in html
+
+
+def test_head_travel_is_the_angle_each_class_turned(fake_run):
+    out = fake_run["run"] / "report"
+    assert (out / "head_travel.png").stat().st_size > 0
+    md = (out / "report.md").read_text()
+    section = md.split("## Self-labeling mechanism")[1].split("\n## ")[0]
+    for name, angle in zip(("road", "sidewalk", "building"), fake_run["turned"]):
+        row = next(line for line in section.splitlines() if line.startswith(f"| {name} |"))
+        assert row.startswith(f"| {name} | {angle:.2f} | {angle:.2f} |"), row
+    assert f"median {np.median(fake_run['turned']):.2f} degrees" in section
+    assert "| 7 | 12.50 | 30.25 | 0.0625 | 50.00 |" in section
 
 
 def test_class_distributions_match_numpy(fake_run):
