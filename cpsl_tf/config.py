@@ -131,6 +131,10 @@ class CPSLConfig:
     ema_momentum: float = 0.999
     # Eq. 11 momentum of the distribution alignment.
     alignment_momentum: float = 0.999
+    # r of Eq. 12: "pseudo" = delta_pseudo (Eq. 10, then Eq. 11); "ground_truth" = the class distribution of
+    # the target-train labels, fixed (a diagnostic that needs labelled target data: it tells a biased
+    # alignment target from an alignment that does nothing).
+    marginal: Literal["pseudo", "ground_truth"] = "pseudo"
     # Learning rate of the self-labeling head's W as a multiple of train.lr, poly-decayed like the network's.
     # The paper's 5e-4 for W beside 1e-4 for the network (section 4.1) is 5x; the official code gives W its
     # head group's rate, which is also 5x there. A multiple keeps that relation in configs with other rates.
@@ -364,6 +368,9 @@ def validate(cfg: Config, source: str = "config") -> Config:
         _require(0.0 <= getattr(c, key) <= 1.0, source, f"cpsl.{key}", "in [0, 1]", getattr(c, key))
     _require(0.0 <= c.rectify_threshold < 1.0, source, "cpsl.rectify_threshold", "in [0, 1)",
              c.rectify_threshold)
+    _require(c.marginal == "pseudo" or (c.class_balanced and not c.equal_partition), source, "cpsl.marginal",
+             "'pseudo' with cpsl.equal_partition or without cpsl.class_balanced (both make r uniform)",
+             c.marginal)
     if c.preset == "official":
         # The official step has no place for the Table 3 ablations; the paper preset implements them.
         for key, default in OFFICIAL_FIXED_SWITCHES.items():

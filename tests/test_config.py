@@ -52,6 +52,7 @@ def test_overrides_are_typed():
         ("data.crop_size=[512]", "'data.crop_size' must be [height, width]"),
         ("nonsense", "must look like section.key=value"),
         ("cpsl.self_labeling_lr_scale=-1", "'cpsl.self_labeling_lr_scale' must be non-negative"),
+        ("cpsl.marginal=truth", "'cpsl.marginal' must be one of 'pseudo', 'ground_truth'"),
     ],
 )
 def test_bad_values_name_file_and_key(override, message):
@@ -97,3 +98,10 @@ def test_official_preset_refuses_the_ablations_it_does_not_implement(switch):
     with pytest.raises(ConfigError, match=f"'cpsl.{key}' must be .* under cpsl.preset=official"):
         load_config(REPO / "configs/bench.json", ["cpsl.preset=official", f"cpsl.{switch}"])
     assert getattr(load_config(REPO / "configs/bench.json", [f"cpsl.{switch}"]).cpsl, key) is not None
+
+
+def test_ground_truth_marginal_needs_a_class_balanced_partition():
+    cfg = load_config(REPO / "configs/bench.json", ["cpsl.marginal=ground_truth"])
+    assert cfg.cpsl.marginal == "ground_truth"
+    with pytest.raises(ConfigError, match="'cpsl.marginal' must be 'pseudo' with cpsl.equal_partition"):
+        load_config(REPO / "configs/bench.json", ["cpsl.marginal=ground_truth", "cpsl.equal_partition=true"])

@@ -193,7 +193,8 @@ class CPSLModel(keras.Model):
         return resize_bilinear(x, size, self.align_corners)
 
     def _class_marginal(self):
-        """r of Eq. 12: delta_pseudo, or the uniform distribution for equal partition."""
+        """r of Eq. 12: delta_pseudo (for ``cpsl.marginal=ground_truth`` it holds the fixed ground-truth
+        distribution it was started from), or the uniform distribution for equal partition."""
         if self.cpsl.equal_partition or not self.cpsl.class_balanced:
             return tf.fill([self.num_classes], 1.0 / self.num_classes)
         return tf.convert_to_tensor(self.delta_pseudo)
@@ -361,7 +362,8 @@ class CPSLModel(keras.Model):
 
         if c.use_self_labeling and c.bank_size > 0:
             self.bank.enqueue(gathered)
-        if c.use_self_labeling and c.class_balanced and not c.equal_partition and c.alignment_momentum < 1:
+        if (c.use_self_labeling and c.class_balanced and not c.equal_partition and c.marginal == "pseudo"
+                and c.alignment_momentum < 1):
             per_image = gather_global_batch(image_class_distribution(target_labels, self.num_classes))
             self.delta_pseudo.assign(momentum_update(tf.convert_to_tensor(self.delta_pseudo), per_image,
                                                      c.alignment_momentum))

@@ -422,3 +422,12 @@ def check_pairs(
             )
         logger.warning("skipping %d of %d unusable sample(s): %s", len(bad), len(samples), listing)
     return good, bad
+
+
+def class_pixel_counts(samples: Sequence[Sample], num_classes: int) -> np.ndarray:
+    """Pixels per class of the samples' label files (ignored pixels not counted)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for sample in samples:
+        label = load_label(sample.label, sample.dataset, num_classes)
+        counts += np.bincount(label[label < num_classes].ravel(), minlength=num_classes)[:num_classes]
+    return counts

@@ -260,15 +260,6 @@ def _target_samples(cfg: Config, split: str) -> list[datasets.Sample]:
     return datasets.list_samples(reader, cfg.data.target_root, split, cfg.data.num_classes)
 
 
-def ground_truth_counts(samples: Sequence[datasets.Sample], num_classes: int) -> np.ndarray:
-    """Pixels per class of the samples' label files (ignored pixels not counted)."""
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for sample in samples:
-        label = datasets.load_label(sample.label, sample.dataset, num_classes)
-        counts += np.bincount(label[label < num_classes].ravel(), minlength=num_classes)[:num_classes]
-    return counts
-
-
 # --------------------------------------------------------------------------------------------- formatting
 
 
@@ -379,7 +370,7 @@ def distribution_section(run: RunFolder, out: Path, max_images: int | None) -> l
             run.missing.append("target-train ground truth: the target training images have no label files")
     if labelled:
         chosen = evenly_spaced(labelled, max_images)
-        counts = ground_truth_counts(chosen, run.num_classes)
+        counts = datasets.class_pixel_counts(chosen, run.num_classes)
         if counts.sum() > 0:
             distributions["ground truth"] = counts / counts.sum()
             record["ground_truth"] = {"counts": counts.tolist(), "images": len(chosen),

@@ -9,6 +9,7 @@ import numpy as np
 
 from cpsl_tf.cpsl.model import CPSLModel
 from cpsl_tf.cpsl.official_model import OfficialCPSLModel
+from cpsl_tf.data import datasets
 from cpsl_tf.data.pipeline import make_training_dataset
 from cpsl_tf.io_utils import atomic_path
 from cpsl_tf.models.checkpoint import save_model_checkpoint
@@ -69,6 +70,18 @@ def self_labeling_summary(model: CPSLModel) -> dict:
             "delta_pseudo": [float(v) for v in delta]}
 
 
+def ground_truth_marginal(samples, num_classes: int) -> np.ndarray:
+    """The class distribution of the target-train labels, for ``cpsl.marginal=ground_truth``."""
+    unlabelled = [s.name for s in samples if s.label is None]
+    if unlabelled:
+        raise StageError(f"cpsl.marginal=ground_truth needs target-train labels; {len(unlabelled)} images "
+                         f"have none, e.g. {unlabelled[0]!r}")
+    counts = datasets.class_pixel_counts(samples, num_classes)
+    if counts.sum() == 0:
+        raise StageError("cpsl.marginal=ground_truth: the target-train labels hold no class pixel")
+    return (counts / counts.sum()).astype(np.float32)
+
+
 def run_cpsl_stage(ctx: RunContext) -> dict | None:
     cfg = ctx.cfg
     keras.utils.set_random_seed(cfg.train.seed)
@@ -78,6 +91,8 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
     if missing:
         raise StageError(f"the pseudo-label store has no map for {len(missing)} target images, e.g. "
                          f"{missing[0]!r}; re-run --stage pseudo")
+    if cfg.cpsl.marginal == "ground_truth":
+        distribution = ground_truth_marginal(samples.target_train, cfg.data.num_classes)
     with training_scope(cfg.train):
         model = build_cpsl_model(ctx, prototypes, distribution)
 

@@ -148,6 +148,16 @@ def test_official_preset_step_uses_two_banks_and_a_fixed_distribution(cfg):
     assert not np.allclose(model.head.prototypes.numpy(), w_before)
 
 
+def test_a_ground_truth_marginal_stays_fixed(cfg):
+    rng = np.random.default_rng(6)
+    fixed = dataclasses.replace(cfg, cpsl=dataclasses.replace(cfg.cpsl, marginal="ground_truth"))
+    model = _model(fixed, rng)
+    delta_before = model.delta_pseudo.numpy()
+    history = _fit(model, _batch(rng, (H // 4, W // 4)))
+    np.testing.assert_array_equal(model.delta_pseudo.numpy(), delta_before)
+    assert history["delta_shift"][0] == 0.0 and history["loss_sl"][0] > 0
+
+
 def test_classes_without_a_prototype_stay_bounded_and_apart(cfg):
     """A class the warm-up never predicted has a zero prototype: its head row must neither blow up nor
     collapse onto the other such rows (through l2_normalize at 0 the gradient is about 1e12)."""
