@@ -102,6 +102,7 @@ class Layout:
 BASES = {"shared": (), "shared_6k": ("warmup.iterations=6000", "train.eval_every=1000"),
          "shared_adv": ("warmup.mode=adversarial",)}
 ORACLE = ("data.source=cityscapes", "data.source_root={data}/target", "data.source_size=[96,192]")
+LONG = ("cpsl.iterations=10000", "cpsl.ema_momentum=0.999", "cpsl.alignment_momentum=0.999")
 
 CELLS = (
     Cell("oracle", "oracle (target labels, 6000 steps)", ORACLE, "warmup", False, "shared_6k"),
@@ -125,6 +126,28 @@ CELLS = (
          ("cpsl.use_self_labeling=false",), "cpsl", True, "shared_6k"),
     Cell("cpsl_paper_6k", "CPSL paper, from the 6000-step warm-up", (), "cpsl", True, "shared_6k"),
     Cell("cpsl_paper_adv", "CPSL paper, from the adversarial warm-up", (), "cpsl", True, "shared_adv"),
+    # r fixed at the target ground-truth distribution: tells a biased alignment target (Eq. 10 from the
+    # warm-up's pseudo labels) from an alignment that does nothing.
+    Cell("cpsl_gt_marginal", "CPSL paper, r = target ground truth (fixed)", ("cpsl.marginal=ground_truth",),
+         "cpsl", True),
+    # What the official preset changes, one component at a time on top of the paper preset.
+    Cell("paper_rce", "paper + 0.1 CE + RCE target loss (official)", ("cpsl.target_loss=ce+rce",), "cpsl",
+         True),
+    Cell("paper_cutmix", "paper + CutMix 0.5 (official)", ("cpsl.cutmix_prob=0.5",), "cpsl", True),
+    Cell("paper_fixed_r", "paper + fixed r, no Eq. 11 (official)", ("cpsl.alignment_momentum=1",), "cpsl",
+         True),
+    Cell("paper_official_prototypes", "paper + running-mean prototypes (official)",
+         ("cpsl.prototype_mode=official",), "cpsl", True),
+    Cell("paper_uniform_256", "paper + 256 uniform samples per image (official)",
+         ("cpsl.class_balanced=false", "cpsl.pixels_per_image=256"), "cpsl", True),
+    # Long horizon from the 6000-step warm-up, with the paper's momenta (0.999 needs thousands of steps):
+    # the paper's Fig. 4 (equal vs unequal partition over iterations) and its Table 3 signs.
+    *(Cell(f"{name}_long", f"{label}, 10000 steps from the 6000-step warm-up", LONG + overrides, "cpsl",
+           True, "shared_6k")
+      for name, label, overrides in (("cpsl_paper", "CPSL paper", ()),
+                                     ("equal_partition", "equal partition", ("cpsl.equal_partition=true",)),
+                                     ("wo_cb", "w/o CB", ("cpsl.class_balanced=false",)),
+                                     ("wo_st", "w/o ST", ("cpsl.use_self_training=false",)))),
 )
 BASE_CELL = {cell.base: cell for cell in CELLS if cell.is_base}
 # Head-to-head differences, paired by seed: CPSL against self-training from the same warm-up, the presets,
@@ -132,8 +155,10 @@ BASE_CELL = {cell.base: cell for cell in CELLS if cell.is_base}
 COMPARISONS = (
     ("cpsl_paper", "self_training"), ("cpsl_paper_6k", "self_training_6k"), ("cpsl_official", "cpsl_paper"),
     ("cpsl_paper_adv", "cpsl_paper"),
-    *((ablation, "cpsl_paper") for ablation in ("wo_st", "wo_cb", "wo_init", "wo_aug", "wo_mom",
-                                                "equal_partition")),
+    *((ablation, "cpsl_paper") for ablation in (
+        "wo_st", "wo_cb", "wo_init", "wo_aug", "wo_mom", "equal_partition", "cpsl_gt_marginal", "paper_rce",
+        "paper_cutmix", "paper_fixed_r", "paper_official_prototypes", "paper_uniform_256")),
+    *((ablation, "cpsl_paper_long") for ablation in ("equal_partition_long", "wo_cb_long", "wo_st_long")),
 )
 BY_NAME = {cell.name: cell for cell in CELLS}
 
@@ -166,6 +191,17 @@ def prepare_shared(seed: int, config: Path, extra: list[str], layout: Layout, ba
     return shared
 
 
+def changes_pseudo_stage(cell: Cell, config: Path, seed_set: list[str], layout: Layout) -> bool:
+    """Whether the cell's settings change what the pseudo-label stage computes (its fingerprint), so that
+    it cannot use the shared one."""
+    from cpsl_tf.config import load_config
+    from cpsl_tf.training.stages import stage_fingerprint
+
+    base = load_config(config, seed_set + BASE_CELL[cell.base].settings(layout))
+    own = load_config(config, seed_set + cell.settings(layout))
+    return stage_fingerprint(base, "pseudo") != stage_fingerprint(own, "pseudo")
+
+
 def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layout) -> dict:
     """Run (or resume) one cell for one seed; returns its result dict from results.json."""
     if seed in (done := _cell_results(cell, [seed], layout)):
@@ -177,8 +213,11 @@ def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layo
         prepare_shared(seed, config, extra, layout, cell.base)
     elif cell.adapts:
         shared = prepare_shared(seed, config, extra, layout, cell.base)
-        for stage in ("warmup", "pseudo"):
+        own_pseudo = changes_pseudo_stage(cell, config, seed_set, layout)
+        for stage in ("warmup",) if own_pseudo else ("warmup", "pseudo"):
             _link(shared, run_dir, stage)
+        if own_pseudo:  # e.g. the official prototypes: the shared pseudo-label stage does not apply
+            _train(config, seed_set + cell.settings(layout), run_dir, "pseudo", log)
         _train(config, seed_set + cell.settings(layout), run_dir, "cpsl", log)
     else:
         _train(config, seed_set + cell.settings(layout), run_dir, "warmup", log)

@@ -4,7 +4,7 @@ Examples:
   python scripts/train.py                                   # the generated benchmark (made if missing)
   python scripts/train.py --config configs/gta.json         # GTA5 -> Cityscapes with the paper's settings
   python scripts/train.py --stage pseudo                    # one stage only
-  python scripts/train.py --from cpsl --set cpsl.preset=official
+  python scripts/train.py --from pseudo --set cpsl.preset=official  # its prototypes differ from paper
   python scripts/train.py --quick                           # a smoke run of every stage in minutes
 """
 

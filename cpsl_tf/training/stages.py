@@ -4,10 +4,11 @@ A run folder (``runs/<name>/``) holds the resolved config, one folder per stage 
 
     {"stages": {"warmup": {"miou": .., "mpa": .., "pa": .., "iou": [..], "acc": [..], "seconds": ..}}}
 
-A stage that finished writes ``<stage>/done.json`` with the fingerprint of the config sections it
-depends on; it is skipped while that fingerprint matches, and re-run when the config changed. A stage
-that was interrupted resumes from its last checkpoint when rerun with the same config; checkpoints of
-another config are set aside, never resumed.
+A stage that finished writes ``<stage>/done.json`` with the fingerprint of the config it depends on (the
+sections and single keys it and the stages before it read, ``stage_dependencies``); it is skipped while
+that fingerprint matches, and re-run when the config changed. A stage that was interrupted resumes from
+its last checkpoint when rerun with the same config; checkpoints of another config are set aside, never
+resumed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 STAGES = ("warmup", "pseudo", "cpsl", "distill1", "distill2")
 
-# Config sections each stage's outputs depend on (besides those of the stages before it).
+# What each stage's outputs depend on besides what the stages before it depend on: whole config sections,
+# and single keys ("section.key") that a stage reads outside those sections.
 _STAGE_SECTIONS = {
     "warmup": ("data", "model", "train", "warmup"),
     "pseudo": (),
@@ -37,6 +39,20 @@ _STAGE_SECTIONS = {
     "distill1": ("distill",),
     "distill2": ("distill",),
 }
+_STAGE_KEYS = {
+    # Every stage that reports scores evaluates on eval.split (+ report_subsets). The adversarial warm-up
+    # trains on the target stream of cpsl_tf.data.pipeline, which CutMixes with cpsl.cutmix_prob.
+    "warmup": ("eval.split", "eval.report_subsets", "cpsl.cutmix_prob"),
+    # The prototypes of Eq. 7 (paper) or the official running means.
+    "pseudo": ("cpsl.prototype_mode",),
+}
+# Single keys a stage reads in one mode only: (stage, key) -> (the mode's key, its value).
+_KEYS_READ_ONLY_WHEN = {("warmup", "cpsl.cutmix_prob"): ("warmup.mode", "adversarial")}
+# Keys the stages read that leave their outputs as they are: how often to checkpoint, evaluate and log,
+# where runs go, the batch of inference-mode passes (each image on its own), the name in checkpoint metadata.
+# They are left out of the fingerprints, so changing them neither re-runs a stage nor sets checkpoints aside.
+NOT_FINGERPRINTED = ("train.checkpoint_every", "train.eval_every", "train.log_every", "train.run_dir",
+                     "eval.batch_size", "name")
 
 
 class StageError(RuntimeError):
@@ -58,19 +74,42 @@ class RunContext:
         return self.run_dir / stage / "model.weights.h5"
 
 
-def stage_fingerprint(cfg: Config, stage: str) -> str:
-    """Hash of the config sections that ``stage`` and every stage before it depend on."""
-    raw = to_dict(cfg)
+def _value(raw: dict, key: str):
+    for part in key.split("."):
+        raw = raw[part]
+    return raw
+
+
+def stage_dependencies(stage: str, cfg: Config | None = None) -> tuple[str, ...]:
+    """The config sections and single dotted keys that ``stage`` and every stage before it depend on (a
+    key inside a listed section is not listed again); with ``cfg``, keys read only in another mode than
+    ``cfg``'s are left out."""
+    raw = to_dict(cfg) if cfg is not None else None
+
+    def read(stage: str, key: str) -> bool:
+        mode = _KEYS_READ_ONLY_WHEN.get((stage, key))
+        return raw is None or mode is None or _value(raw, mode[0]) == mode[1]
+
     upto = STAGES[: STAGES.index(stage) + 1]
-    sections = {s: raw[s] for st in upto for s in _STAGE_SECTIONS.get(st, ())}
-    for volatile in ("checkpoint_every", "eval_every", "log_every", "run_dir"):
-        sections.get("train", {}).pop(volatile, None)
+    sections = [s for st in upto for s in _STAGE_SECTIONS[st]]
+    keys = [k for st in upto for k in _STAGE_KEYS.get(st, ())
+            if k.split(".")[0] not in sections and read(st, k)]
+    return tuple(dict.fromkeys(sections + keys))
+
+
+def stage_fingerprint(cfg: Config, stage: str) -> str:
+    """Hash of the config sections and keys that ``stage`` and every stage before it depend on."""
+    raw = to_dict(cfg)
+    covered = {entry: _value(raw, entry) for entry in stage_dependencies(stage, cfg)}
+    for volatile in NOT_FINGERPRINTED:
+        section, _, key = volatile.rpartition(".")
+        covered.get(section, {}).pop(key, None)
     if "bench" in (cfg.data.source, cfg.data.target):
         from cpsl_tf.data.benchmark import GENERATOR_VERSION
 
         # A new generator draws other images from the same settings: earlier outputs are stale.
-        sections["benchmark_generator"] = GENERATOR_VERSION
-    return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16]
+        covered["benchmark_generator"] = GENERATOR_VERSION
+    return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def is_done(ctx: RunContext, stage: str) -> bool:

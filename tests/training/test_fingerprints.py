@@ -1,0 +1,271 @@
+"""Stage fingerprints cover every config key a stage reads (issue 13).
+
+The declaration in ``cpsl_tf.training.stages`` (sections and single keys per stage) is tested both ways:
+changing any key a stage is declared to read re-runs that stage and the later ones, and nothing earlier;
+and running each stage's setup on a config that records attribute reads finds no read left undeclared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+from cpsl_tf.config import Config, load_config, shrink
+from cpsl_tf.training import stages
+from cpsl_tf.training.stages import (
+    NOT_FINGERPRINTED,
+    STAGES,
+    RunContext,
+    is_done,
+    run_stages,
+    stage_dependencies,
+    stage_fingerprint,
+)
+from tests.conftest import REPO
+
+BENCH = REPO / "configs" / "bench.json"
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers: the keys of a section, a changed copy of a config
+
+
+def _leaf_keys(cls: type, prefix: str) -> list[str]:
+    """Dotted names of every leaf key of a config dataclass (nested sections flattened)."""
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += _leaf_keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _get(cfg, key: str):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _annotation(key: str):
+    cls = Config
+    *parents, leaf = key.split(".")
+    for part in parents:
+        cls = typing.get_type_hints(cls)[part]
+    return typing.get_type_hints(cls)[leaf]
+
+
+def _other_value(key: str, value):
+    """A different value of the same kind (another option of a Literal)."""
+    annotation = _annotation(key)
+    if typing.get_origin(annotation) is typing.Literal:
+        return next(o for o in typing.get_args(annotation) if o != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return value + "-changed"
+    if isinstance(value, list):
+        return [*value, value[-1]] if value else [13]
+    raise TypeError(f"no changed value for {key}={value!r}")
+
+
+def _with(cfg, key: str, value):
+    """``cfg`` with the dotted ``key`` set to ``value`` (no validation: fingerprints only hash)."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        return dataclasses.replace(cfg, **{head: value})
+    return dataclasses.replace(cfg, **{head: _with(getattr(cfg, head), rest, value)})
+
+
+def _declared() -> list[tuple[str, str]]:
+    """(stage, key) for every key each stage is declared to read: each leaf of its sections (but the
+    volatile ones) and each of its single keys."""
+    pairs = []
+    for stage in STAGES:
+        for section in stages._STAGE_SECTIONS[stage]:
+            cls = typing.get_type_hints(Config)[section]
+            pairs += [(stage, k) for k in _leaf_keys(cls, f"{section}.") if k not in NOT_FINGERPRINTED]
+        pairs += [(stage, k) for k in stages._STAGE_KEYS.get(stage, ())]
+    return pairs
+
+
+def _first_reader(key: str, cfg) -> int:
+    """Index of the first stage declared to read ``key`` (in one of its sections, or as a single key in the
+    mode of ``cfg``)."""
+    for index, stage in enumerate(STAGES):
+        if key.split(".")[0] in stages._STAGE_SECTIONS[stage]:
+            return index
+        mode = stages._KEYS_READ_ONLY_WHEN.get((stage, key))
+        if key in stages._STAGE_KEYS.get(stage, ()) and (mode is None or _get(cfg, mode[0]) == mode[1]):
+            return index
+    raise AssertionError(f"no stage reads {key}")
+
+
+def _in_reading_mode(cfg, stage: str, key: str):
+    """``cfg`` in the mode where ``stage`` reads ``key`` (e.g. the adversarial warm-up for CutMix)."""
+    mode = stages._KEYS_READ_ONLY_WHEN.get((stage, key))
+    return _with(cfg, *mode) if mode else cfg
+
+
+@pytest.fixture(scope="module")
+def bench_cfg():
+    return load_config(BENCH)
+
+
+def _run_all(cfg, run_dir, monkeypatch) -> list[str]:
+    """The stages ``run_stages`` runs (each a no-op here), in order."""
+    ran = []
+    monkeypatch.setattr(stages, "_run_stage", lambda ctx, stage: ran.append(stage))
+    run_stages(cfg, run_dir)
+    return ran
+
+
+# --------------------------------------------------------------------------------------------------
+# The declaration: each declared key re-runs its stage and the later ones, nothing earlier
+
+
+@pytest.mark.parametrize(("stage", "key"), _declared(), ids=[f"{s}:{k}" for s, k in _declared()])
+def test_changing_a_key_a_stage_reads_reruns_it_and_the_later_stages(bench_cfg, stage, key, tmp_path,
+                                                                     monkeypatch):
+    """The fingerprints of the first stage that reads ``key`` and of every later stage change, those of
+    the stages before it (which read other sections only) do not; ``run_stages`` re-runs exactly those."""
+    cfg = _in_reading_mode(bench_cfg, stage, key)
+    changed = _with(cfg, key, _other_value(key, _get(cfg, key)))
+    first = _first_reader(key, cfg)
+    assert first <= STAGES.index(stage)
+    for index, each in enumerate(STAGES):
+        same = stage_fingerprint(changed, each) == stage_fingerprint(cfg, each)
+        assert same == (index < first), (each, key)
+    assert _run_all(cfg, tmp_path, monkeypatch) == list(STAGES)
+    assert _run_all(changed, tmp_path, monkeypatch) == list(STAGES[first:])
+
+
+def test_cutmix_reruns_the_warmup_only_when_it_is_adversarial(bench_cfg):
+    """Only the adversarial warm-up trains on the (CutMix'ed) target stream."""
+    for mode, first in (("source_only", "cpsl"), ("adversarial", "warmup")):
+        cfg = _with(bench_cfg, "warmup.mode", mode)
+        changed = _with(cfg, "cpsl.cutmix_prob", 0.5)
+        assert [stage_fingerprint(changed, s) != stage_fingerprint(cfg, s) for s in STAGES] == [
+            i >= STAGES.index(first) for i in range(len(STAGES))], mode
+
+
+@pytest.mark.parametrize("key", NOT_FINGERPRINTED)
+def test_keys_that_leave_outputs_alone_rerun_nothing(bench_cfg, key, tmp_path, monkeypatch):
+    changed = _with(bench_cfg, key, _other_value(key, _get(bench_cfg, key)))
+    for stage in STAGES:
+        assert stage_fingerprint(changed, stage) == stage_fingerprint(bench_cfg, stage), stage
+    assert _run_all(bench_cfg, tmp_path, monkeypatch) == list(STAGES)
+    assert _run_all(changed, tmp_path, monkeypatch) == []
+
+
+def test_prototype_mode_reruns_the_pseudo_stage(tmp_path, monkeypatch):
+    paper = load_config(BENCH)
+    assert _run_all(paper, tmp_path, monkeypatch) == list(STAGES)
+    official = load_config(BENCH, ["cpsl.prototype_mode=official"])
+    assert is_done(RunContext(official, tmp_path), "warmup")
+    assert not is_done(RunContext(official, tmp_path), "pseudo")
+    assert _run_all(official, tmp_path, monkeypatch) == ["pseudo", "cpsl", "distill1", "distill2"]
+    # The official preset sets prototype_mode=official: its pseudo labels are not the paper run's.
+    preset = load_config(BENCH, ["cpsl.preset=official"])
+    assert preset.cpsl.prototype_mode == "official"
+    assert stage_fingerprint(preset, "pseudo") != stage_fingerprint(paper, "pseudo")
+    _run_all(paper, tmp_path / "preset", monkeypatch)
+    assert not is_done(RunContext(preset, tmp_path / "preset"), "pseudo")
+    assert "pseudo" in _run_all(preset, tmp_path / "preset", monkeypatch)
+
+
+# --------------------------------------------------------------------------------------------------
+# Completeness: what the stages really read, recorded while their setup runs
+
+
+class _Reads:
+    def __init__(self):
+        self.keys: set[str] = set()
+        self.paused = False
+
+
+def _recording(obj, prefix: str, reads: _Reads):
+    """A copy of config dataclass ``obj`` (a subclass instance, so isinstance, asdict and replace work) that
+    adds the dotted name of every leaf key read to ``reads.keys``."""
+    cls = type(obj)
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    def __getattribute__(self, name):
+        value = object.__getattribute__(self, name)
+        if name in names and not reads.paused and not dataclasses.is_dataclass(value):
+            reads.keys.add(prefix + name)
+        return value
+
+    recording_cls = type(f"Recording{cls.__name__}", (cls,), {"__getattribute__": __getattribute__})
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(obj, f.name)
+        values[f.name] = _recording(value, f"{prefix}{f.name}.", reads) if dataclasses.is_dataclass(value) \
+            else value
+    return recording_cls(**values)
+
+
+@pytest.fixture(scope="module")
+def tiny_adversarial(tmp_path_factory):
+    """The smoke config with the adversarial warm-up, whose stream has the target images too."""
+    root = tmp_path_factory.mktemp("bench")
+    cfg = load_config(BENCH, [f"data.source_root={root}/source", f"data.target_root={root}/target",
+                              "warmup.mode=adversarial"])
+    return shrink(cfg)
+
+
+def test_every_key_a_stage_reads_is_in_its_fingerprint(tiny_adversarial, tmp_path, monkeypatch):
+    """Each stage runs with its training loop replaced by building its input stream (which traces the
+    tf.data functions, where the pipeline reads the config): models, optimizers, trainers, pseudo labels and
+    checkpoints are the real ones; the evaluation is given its settings but not run. Every config key a
+    stage reads must be covered by its fingerprint or be one of ``NOT_FINGERPRINTED``. Reads inside
+    ``train_step`` are not seen: the trainers get plain values or, for CPSL, the ``cpsl`` section, which its
+    fingerprint covers whole."""
+    from cpsl_tf.training import adapt, distill, warmup
+
+    reads = _Reads()
+    cfg = _recording(tiny_adversarial, "", reads)
+
+    def without_recording(function):
+        def call(*args, **kwargs):
+            reads.paused = True
+            try:
+                return function(*args, **kwargs)
+            finally:
+                reads.paused = False
+        return call
+
+    def build_stream(trainer, make_dataset, total_steps, stage_dir, state, *args, **kwargs):
+        make_dataset(0)
+        return 0
+
+    # The fingerprint hashes the whole config; its reads are not the stage's.
+    monkeypatch.setattr(stages, "to_dict", without_recording(stages.to_dict))
+    for module in (warmup, adapt, distill):
+        monkeypatch.setattr(module, "fit_resumable", build_stream)
+    # Scores are not checked here: the evaluation is given its settings (read from the config as in a run)
+    # but does not run the network.
+    monkeypatch.setattr(warmup, "evaluate_model", lambda *args, **kwargs: {
+        "miou": 0.0, "mpa": 0.0, "pa": 0.0, "classes": []})
+    ctx = RunContext(cfg, tmp_path / "run")
+    read, uncovered = {}, {}
+    for stage in STAGES:
+        reads.keys.clear()
+        stages._run_stage(ctx, stage)
+        read[stage] = set(reads.keys)
+        covered = stage_dependencies(stage, cfg)
+        missing = sorted(k for k in read[stage] if k not in NOT_FINGERPRINTED
+                         and not any(k == d or k.startswith(d + ".") for d in covered))
+        if missing:
+            uncovered[stage] = missing
+    # The recording sees reads outside a stage's own sections, in the runner and in what it calls.
+    assert {"cpsl.cutmix_prob", "eval.split", "train.seed"} <= read["warmup"]
+    assert {"cpsl.prototype_mode", "model.head_channels", "eval.batch_size"} <= read["pseudo"]
+    assert {"cpsl.iterations", "data.crop_size"} <= read["cpsl"]
+    assert {"distill.kd_weight", "cpsl.cutmix_prob"} <= read["distill2"]
+    assert not uncovered, f"config keys read by stages but not in their fingerprints: {uncovered}"
