@@ -161,6 +161,8 @@ COMPARISONS = (
     *((ablation, "cpsl_paper_long") for ablation in ("equal_partition_long", "wo_cb_long", "wo_st_long")),
 )
 BY_NAME = {cell.name: cell for cell in CELLS}
+# The cells of paper Fig. 4: unequal (CPSL) and equal partition over a long horizon.
+PARTITION_CELLS = ("cpsl_paper_long", "equal_partition_long")
 
 
 def _train(config: Path, overrides: list[str], run_dir: Path, stage: str | None, log: Path) -> None:
@@ -317,14 +319,64 @@ def markdown(table: dict, differences: list[dict], command: str, layout: Layout)
     return "\n".join(lines) + "\n"
 
 
+def partition_curves(seeds: list[int], layout: Layout) -> dict:
+    """Paper Fig. 4 from the long-horizon cells: target-val mIoU and MPA (%) over the CPSL iterations for
+    unequal (CPSL) and equal partition, the mean over the seeds that have each step."""
+    curves = {}
+    for name in PARTITION_CELLS:
+        by_step: dict[int, list[dict]] = {}
+        for seed in seeds:
+            path = layout.runs / name / f"seed{seed}" / "cpsl" / "eval_history.jsonl"
+            if not path.exists():
+                continue
+            entries = {}
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    entries[int(entry["step"])] = entry  # a step logged twice (resumed stage): the later wins
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line cut short by a kill
+            for step, entry in entries.items():
+                by_step.setdefault(step, []).append(entry)
+        if by_step:
+            curves[name] = [{"step": step, "seeds": len(entries),
+                             "miou": 100 * float(np.mean([e["miou"] for e in entries])),
+                             "mpa": 100 * float(np.mean([e["mpa"] for e in entries]))}
+                            for step, entries in sorted(by_step.items())]
+    return curves
+
+
+def plot_partition_curves(curves: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from cpsl_tf.io_utils import atomic_path
+
+    figure = Figure(figsize=(9.0, 3.6))
+    for axes, metric in zip(figure.subplots(1, 2), ("miou", "mpa")):
+        for name, points in curves.items():
+            axes.plot([p["step"] for p in points], [p[metric] for p in points], marker="o",
+                      label=BY_NAME[name].label.split(",")[0])
+        axes.set_xlabel("CPSL iteration")
+        axes.set_ylabel(f"{'mIoU' if metric == 'miou' else 'MPA'} (%)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle("Equal vs unequal partition over training (paper Fig. 4), mean over seeds")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+
+
 def write_outputs(seeds: list[int], command: str, layout: Layout) -> dict:
     from cpsl_tf.io_utils import atomic_write_json, atomic_write_text
 
     found = {cell.name: _cell_results(cell, seeds, layout) for cell in CELLS}
     table, differences = collect(found, layout), compare(found)
+    curves = partition_curves(seeds, layout)
+    if curves:
+        plot_partition_curves(curves, RESULTS / f"{layout.results_stem}-fig4.png")
     atomic_write_json(RESULTS / f"{layout.results_stem}.json",
                       {"command": command, "variant": layout.variant, "seeds": seeds, "cells": table,
-                       "differences": differences,
+                       "differences": differences, "partition_curves": curves,
                        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}})
     atomic_write_text(RESULTS / f"{layout.results_stem}.md", markdown(table, differences, command, layout))
     return table

@@ -117,3 +117,24 @@ def test_comparisons_pair_two_cells_over_the_seeds_both_finished(adaptation, tmp
     assert saved[0]["miou"]["values"] == pytest.approx([4.0, 1.0])
     markdown = (tmp_path / "results" / "adaptation.md").read_text()
     assert "| CPSL, preset paper - self-training only (w/o SL) | +2.5 ± 2.1 | +4.0, +1.0 | 2 |" in markdown
+
+
+def test_partition_curves_average_the_seeds_step_by_step(adaptation, tmp_path):
+    runs = tmp_path / "runs"
+    histories = {("cpsl_paper_long", 0): [(1000, 0.30, 0.40), (2000, 0.34, 0.42)],
+                 ("cpsl_paper_long", 1): [(1000, 0.32, 0.44)],
+                 ("equal_partition_long", 0): [(1000, 0.28, 0.46)]}
+    for (cell, seed), entries in histories.items():
+        path = runs / cell / f"seed{seed}" / "cpsl" / "eval_history.jsonl"
+        path.parent.mkdir(parents=True)
+        lines = [json.dumps({"step": step, "miou": 0.0, "mpa": 0.0}) for step, _, _ in entries[:1]]
+        lines += [json.dumps({"step": step, "miou": miou, "mpa": mpa}) for step, miou, mpa in entries]
+        path.write_text("\n".join(lines) + '\n{"step": 3000, "mi')  # the first step logged twice, a cut line
+    adaptation.write_outputs([0, 1, 2], "cmd", adaptation.Layout("A"))
+    record = json.loads((tmp_path / "results" / "adaptation.json").read_text())["partition_curves"]
+    assert record["cpsl_paper_long"] == [
+        {"step": 1000, "seeds": 2, "miou": pytest.approx(31.0), "mpa": pytest.approx(42.0)},
+        {"step": 2000, "seeds": 1, "miou": pytest.approx(34.0), "mpa": pytest.approx(42.0)}]
+    assert record["equal_partition_long"] == [{"step": 1000, "seeds": 1, "miou": pytest.approx(28.0),
+                                               "mpa": pytest.approx(46.0)}]
+    assert (tmp_path / "results" / "adaptation-fig4.png").stat().st_size > 0
