@@ -36,9 +36,9 @@ def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLMod
     model = model_class(student, teacher, prototypes, class_distribution, cfg.cpsl,
                         align_corners=cfg.model.align_corners, seed=cfg.train.seed)
     t = cfg.train
+    w_lr = cfg.cpsl.self_labeling_lr_scale * t.head_lr
     model.use_optimizer(build_segmentation_optimizer(cfg, t.lr, t.head_lr, cfg.cpsl.iterations,
-                                                     model.trainable_for_step,
-                                                     self_labeling_lr=cfg.cpsl.self_labeling_lr_scale * t.lr))
+                                                     model.trainable_for_step, self_labeling_lr=w_lr))
     model.compile(optimizer=model.grouped.groups["backbone"])
     return model
 
