@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from cpsl_tf.training.callbacks import NonFiniteGuard, PeriodicEvaluation, ProgressLog, StepCheckpoint
+from cpsl_tf.training.stages import EVAL_HISTORY
 from cpsl_tf.training.strategy import is_chief, is_multi_worker
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
         manager = tf.train.CheckpointManager(checkpoint, str(scratch), max_to_keep=1)
     callbacks = [NonFiniteGuard(step), StepCheckpoint(step, manager, checkpoint_every)]
     if chief and evaluate is not None and eval_every:
-        callbacks.append(PeriodicEvaluation(step, evaluate, eval_every, stage_dir / "eval_history.jsonl"))
+        callbacks.append(PeriodicEvaluation(step, evaluate, eval_every, stage_dir / EVAL_HISTORY))
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "tensorboard"), update_freq=50,
                                                      write_graph=False))

@@ -29,6 +29,8 @@ from cpsl_tf.io_utils import atomic_write_json
 log = logging.getLogger(__name__)
 
 STAGES = ("warmup", "pseudo", "cpsl", "distill1", "distill2")
+# A training stage's periodic target-val evaluations, one JSON object per line.
+EVAL_HISTORY = "eval_history.jsonl"
 
 # What each stage's outputs depend on besides what the stages before it depend on: whole config sections,
 # and single keys ("section.key") that a stage reads outside those sections.
@@ -126,14 +128,25 @@ def _recorded_fingerprint(stage_dir: Path) -> str | None:
     return None
 
 
+def _move_aside(stage_dir: Path, suffix: str) -> Path:
+    """Move the training checkpoints and the evaluation history of a stage to ``checkpoints-<suffix>/`` and
+    ``eval_history-<suffix>.jsonl`` (replacing older copies); returns the checkpoints' new place."""
+    aside = stage_dir / f"checkpoints-{suffix}"
+    shutil.rmtree(aside, ignore_errors=True)
+    # Another worker of a multi-worker run may have moved them first.
+    with contextlib.suppress(FileNotFoundError):
+        (stage_dir / "checkpoints").rename(aside)
+    with contextlib.suppress(FileNotFoundError):
+        (stage_dir / EVAL_HISTORY).replace(stage_dir / f"{Path(EVAL_HISTORY).stem}-{suffix}.jsonl")
+    return aside
+
+
 def set_aside_checkpoints(ctx: RunContext, stage: str, suffix: str) -> None:
-    """Move a stage's training checkpoints to ``checkpoints-<suffix>/`` (replacing an older copy), so the
-    stage trains afresh without deleting them (``--from`` and ``--force``)."""
-    checkpoints = ctx.run_dir / stage / "checkpoints"
-    if checkpoints.exists():
-        aside = checkpoints.with_name(f"checkpoints-{suffix}")
-        shutil.rmtree(aside, ignore_errors=True)
-        checkpoints.rename(aside)
+    """Move a stage's training checkpoints to ``checkpoints-<suffix>/`` (replacing an older copy), and its
+    evaluation history beside them, so the stage trains afresh without deleting them (``--from`` and
+    ``--force``)."""
+    if (ctx.run_dir / stage / "checkpoints").exists():
+        aside = _move_aside(ctx.run_dir / stage, suffix)
         log.info("stage %s: earlier checkpoints moved to %s; training afresh", stage, aside)
 
 
@@ -149,11 +162,7 @@ def set_aside_foreign_checkpoints(ctx: RunContext, stage: str) -> None:
     checkpoints = stage_dir / "checkpoints"
     recorded = _recorded_fingerprint(stage_dir)
     if checkpoints.exists() and recorded is not None and recorded != fingerprint:
-        aside = stage_dir / f"checkpoints-{recorded}"
-        shutil.rmtree(aside, ignore_errors=True)
-        # Another worker of a multi-worker run may have moved them first.
-        with contextlib.suppress(FileNotFoundError):
-            checkpoints.rename(aside)
+        aside = _move_aside(stage_dir, recorded)
         log.warning("stage %s: the checkpoints in %s were written by another config (fingerprint %s, this "
                     "config %s); moved to %s, the stage starts afresh", stage, checkpoints, recorded,
                     fingerprint, aside)

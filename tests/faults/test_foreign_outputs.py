@@ -54,3 +54,18 @@ def test_training_checkpoints_of_another_config_are_set_aside_not_resumed(traine
     assert "resumed warmup" not in caplog.text
     aside = list((tmp_path / "run" / "warmup").glob("checkpoints-*"))
     assert len(aside) == 1 and (aside[0] / "checkpoint").exists()
+
+
+def test_the_evaluation_history_of_another_config_is_set_aside(trained_run, tiny_bench, tmp_path):
+    """A stage that starts afresh under another config does not append to the old config's history (the
+    report and the Fig. 4 curves would mix the two)."""
+    _, run = trained_run
+    copy_run(run, tmp_path / "run")
+    old_entry = '{"step": 2, "miou": 0.99, "mpa": 0.99, "pa": 0.99}\n'
+    (tmp_path / "run" / "warmup" / "eval_history.jsonl").write_text(old_entry)
+    config = write_config(tmp_path / "other.json", tiny_config(tiny_bench, {"warmup": {"lr": 0.5}}))
+    assert main(["--config", str(config), "--run-dir", str(tmp_path / "run"), "--stage", "warmup"]) == 0
+    aside = list((tmp_path / "run" / "warmup").glob("eval_history-*.jsonl"))
+    assert len(aside) == 1 and aside[0].read_text() == old_entry
+    history = tmp_path / "run" / "warmup" / "eval_history.jsonl"
+    assert not history.exists() or old_entry not in history.read_text()
