@@ -141,11 +141,13 @@ def make_training_dataset(source_samples: Sequence, target_samples: Sequence | N
                           pseudo_lookup: Callable[[str], np.ndarray] | None = None, *,
                           load_image: Callable | None = None, load_label: Callable | None = None,
                           strong: StrongAugment | None = None, soft_stride: int = 4,
-                          batch_size: int | None = None, start_batch: int = 0) -> tf.data.Dataset:
+                          batch_size: int | None = None, start_batch: int = 0,
+                          cutmix_prob: float | None = None) -> tf.data.Dataset:
     """The zipped source/target training stream for ``model.fit`` (see the module docstring).
 
     ``target_samples=None`` gives the source stream alone (supervised training). ``start_batch`` resumes
-    the stream at that batch.
+    the stream at that batch. ``cutmix_prob`` defaults to ``cfg.cpsl.cutmix_prob`` (0 turns CutMix off, as
+    for the adversarial warm-up).
     """
     load_image, load_label = _default_loaders(load_image, load_label)
     strong = strong or StrongAugment()
@@ -182,10 +184,12 @@ def make_training_dataset(source_samples: Sequence, target_samples: Sequence | N
             out["target_soft"] = view["soft"]
         return out
 
+    mix_probability = cfg.cpsl.cutmix_prob if cutmix_prob is None else cutmix_prob
+
     def mix(position, pair):
         source, target = pair
         mixed, box, applied = cutmix(_element_seed(seed, PAIR_STREAM, position), target["target_image"],
-                                     source["source_image"], cfg.cpsl.cutmix_prob)
+                                     source["source_image"], mix_probability)
         # int32, not bool: under a tf.distribute strategy, model.fit builds the model by averaging one
         # batch over the replicas, which fails on a boolean tensor.
         return {**source, **target, "target_image": mixed, "cutmix_box": box,

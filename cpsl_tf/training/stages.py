@@ -42,14 +42,11 @@ _STAGE_SECTIONS = {
     "distill2": ("distill",),
 }
 _STAGE_KEYS = {
-    # Every stage that reports scores evaluates on eval.split (+ report_subsets). The adversarial warm-up
-    # trains on the target stream of cpsl_tf.data.pipeline, which CutMixes with cpsl.cutmix_prob.
-    "warmup": ("eval.split", "eval.report_subsets", "cpsl.cutmix_prob"),
+    # Every stage that reports scores evaluates on eval.split (+ report_subsets).
+    "warmup": ("eval.split", "eval.report_subsets"),
     # The prototypes of Eq. 7 (paper) or the official running means.
     "pseudo": ("cpsl.prototype_mode",),
 }
-# Single keys a stage reads in one mode only: (stage, key) -> (the mode's key, its value).
-_KEYS_READ_ONLY_WHEN = {("warmup", "cpsl.cutmix_prob"): ("warmup.mode", "adversarial")}
 # Keys the stages read that leave their outputs as they are: how often to checkpoint, evaluate and log,
 # where runs go, the batch of inference-mode passes (each image on its own), the name in checkpoint metadata.
 # They are left out of the fingerprints, so changing them neither re-runs a stage nor sets checkpoints aside.
@@ -82,27 +79,19 @@ def _value(raw: dict, key: str):
     return raw
 
 
-def stage_dependencies(stage: str, cfg: Config | None = None) -> tuple[str, ...]:
+def stage_dependencies(stage: str) -> tuple[str, ...]:
     """The config sections and single dotted keys that ``stage`` and every stage before it depend on (a
-    key inside a listed section is not listed again); with ``cfg``, keys read only in another mode than
-    ``cfg``'s are left out."""
-    raw = to_dict(cfg) if cfg is not None else None
-
-    def read(stage: str, key: str) -> bool:
-        mode = _KEYS_READ_ONLY_WHEN.get((stage, key))
-        return raw is None or mode is None or _value(raw, mode[0]) == mode[1]
-
+    key inside a listed section is not listed again)."""
     upto = STAGES[: STAGES.index(stage) + 1]
     sections = [s for st in upto for s in _STAGE_SECTIONS[st]]
-    keys = [k for st in upto for k in _STAGE_KEYS.get(st, ())
-            if k.split(".")[0] not in sections and read(st, k)]
+    keys = [k for st in upto for k in _STAGE_KEYS.get(st, ()) if k.split(".")[0] not in sections]
     return tuple(dict.fromkeys(sections + keys))
 
 
 def stage_fingerprint(cfg: Config, stage: str) -> str:
     """Hash of the config sections and keys that ``stage`` and every stage before it depend on."""
     raw = to_dict(cfg)
-    covered = {entry: _value(raw, entry) for entry in stage_dependencies(stage, cfg)}
+    covered = {entry: _value(raw, entry) for entry in stage_dependencies(stage)}
     for volatile in NOT_FINGERPRINTED:
         section, _, key = volatile.rpartition(".")
         covered.get(section, {}).pop(key, None)

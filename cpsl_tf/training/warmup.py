@@ -204,7 +204,9 @@ def run_warmup_stage(ctx: RunContext) -> dict:
         trainer.compile(optimizer=grouped.groups["backbone"])
 
     def make_dataset(start_batch: int):
-        return make_training_dataset(samples.source, target, cfg, cfg.train.seed, start_batch=start_batch)
+        # The adversarial warm-up (AdaptSegNet) sees the target images as they are: no CutMix.
+        return make_training_dataset(samples.source, target, cfg, cfg.train.seed, start_batch=start_batch,
+                                     cutmix_prob=0.0)
 
     with_labels = all(s.label is not None for s in samples.target_val)
 

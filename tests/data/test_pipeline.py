@@ -95,3 +95,13 @@ def test_source_only_stream(setup):
     src, _, cfg, _, loaders, _ = setup
     batch = _first(make_training_dataset(src, None, cfg, seed=5, **loaders))[0]
     assert set(batch) == {"source_image", "source_label"}
+
+
+def test_cutmix_can_be_turned_off_whatever_the_config(setup):
+    """The adversarial warm-up passes cutmix_prob=0: no box is mixed although cpsl.cutmix_prob is 0.5."""
+    src, tgt, cfg, soft, loaders, _ = setup
+    mixed = _first(make_training_dataset(src, tgt, cfg, seed=3, **loaders), 4)
+    plain = _first(make_training_dataset(src, tgt, cfg, seed=3, cutmix_prob=0.0, **loaders), 4)
+    assert any(batch["cutmix"].numpy().any() for batch in mixed)
+    for batch in plain:
+        assert not batch["cutmix"].numpy().any() and not batch["cutmix_box"].numpy().any()

@@ -94,22 +94,12 @@ def _declared() -> list[tuple[str, str]]:
     return pairs
 
 
-def _first_reader(key: str, cfg) -> int:
-    """Index of the first stage declared to read ``key`` (in one of its sections, or as a single key in the
-    mode of ``cfg``)."""
+def _first_reader(key: str) -> int:
+    """Index of the first stage declared to read ``key`` (in one of its sections, or as a single key)."""
     for index, stage in enumerate(STAGES):
-        if key.split(".")[0] in stages._STAGE_SECTIONS[stage]:
-            return index
-        mode = stages._KEYS_READ_ONLY_WHEN.get((stage, key))
-        if key in stages._STAGE_KEYS.get(stage, ()) and (mode is None or _get(cfg, mode[0]) == mode[1]):
+        if key.split(".")[0] in stages._STAGE_SECTIONS[stage] or key in stages._STAGE_KEYS.get(stage, ()):
             return index
     raise AssertionError(f"no stage reads {key}")
-
-
-def _in_reading_mode(cfg, stage: str, key: str):
-    """``cfg`` in the mode where ``stage`` reads ``key`` (e.g. the adversarial warm-up for CutMix)."""
-    mode = stages._KEYS_READ_ONLY_WHEN.get((stage, key))
-    return _with(cfg, *mode) if mode else cfg
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +124,9 @@ def test_changing_a_key_a_stage_reads_reruns_it_and_the_later_stages(bench_cfg, 
                                                                      monkeypatch):
     """The fingerprints of the first stage that reads ``key`` and of every later stage change, those of
     the stages before it (which read other sections only) do not; ``run_stages`` re-runs exactly those."""
-    cfg = _in_reading_mode(bench_cfg, stage, key)
+    cfg = bench_cfg
     changed = _with(cfg, key, _other_value(key, _get(cfg, key)))
-    first = _first_reader(key, cfg)
+    first = _first_reader(key)
     assert first <= STAGES.index(stage)
     for index, each in enumerate(STAGES):
         same = stage_fingerprint(changed, each) == stage_fingerprint(cfg, each)
@@ -145,13 +135,13 @@ def test_changing_a_key_a_stage_reads_reruns_it_and_the_later_stages(bench_cfg, 
     assert _run_all(changed, tmp_path, monkeypatch) == list(STAGES[first:])
 
 
-def test_cutmix_reruns_the_warmup_only_when_it_is_adversarial(bench_cfg):
-    """Only the adversarial warm-up trains on the (CutMix'ed) target stream."""
-    for mode, first in (("source_only", "cpsl"), ("adversarial", "warmup")):
+def test_cutmix_never_reruns_the_warmup(bench_cfg):
+    """The adversarial warm-up trains on the target stream without CutMix, whatever cpsl.cutmix_prob."""
+    for mode in ("source_only", "adversarial"):
         cfg = _with(bench_cfg, "warmup.mode", mode)
         changed = _with(cfg, "cpsl.cutmix_prob", 0.5)
         assert [stage_fingerprint(changed, s) != stage_fingerprint(cfg, s) for s in STAGES] == [
-            i >= STAGES.index(first) for i in range(len(STAGES))], mode
+            i >= STAGES.index("cpsl") for i in range(len(STAGES))], mode
 
 
 @pytest.mark.parametrize("key", NOT_FINGERPRINTED)
@@ -258,13 +248,13 @@ def test_every_key_a_stage_reads_is_in_its_fingerprint(tiny_adversarial, tmp_pat
         reads.keys.clear()
         stages._run_stage(ctx, stage)
         read[stage] = set(reads.keys)
-        covered = stage_dependencies(stage, cfg)
+        covered = stage_dependencies(stage)
         missing = sorted(k for k in read[stage] if k not in NOT_FINGERPRINTED
                          and not any(k == d or k.startswith(d + ".") for d in covered))
         if missing:
             uncovered[stage] = missing
     # The recording sees reads outside a stage's own sections, in the runner and in what it calls.
-    assert {"cpsl.cutmix_prob", "eval.split", "train.seed"} <= read["warmup"]
+    assert {"eval.split", "train.seed"} <= read["warmup"] and "cpsl.cutmix_prob" not in read["warmup"]
     assert {"cpsl.prototype_mode", "model.head_channels", "eval.batch_size"} <= read["pseudo"]
     assert {"cpsl.iterations", "data.crop_size"} <= read["cpsl"]
     assert {"distill.kd_weight", "cpsl.cutmix_prob"} <= read["distill2"]
