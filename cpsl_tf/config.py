@@ -327,6 +327,11 @@ def _require(ok: bool, source: str, key: str, expected: str, value: Any) -> None
 def validate(cfg: Config, source: str = "config") -> Config:
     """Reject impossible values, naming the key and what was expected."""
     d, m, t, c = cfg.data, cfg.model, cfg.train, cfg.cpsl
+    # The run folder is <train.run_dir>/<name>: a separator or '..' in the name would put it elsewhere.
+    _require(cfg.name not in ("", ".", "..") and not any(sep in cfg.name for sep in "/\\")
+             and cfg.name.isprintable() and cfg.name == cfg.name.strip(), source, "name",
+             "a plain folder name (it names the run folder under train.run_dir): not empty, '.' or '..', no "
+             "'/' or '\\', no control characters or surrounding spaces", cfg.name)
     _require(d.num_classes in SUPPORTED_NUM_CLASSES, source, "data.num_classes",
              f"one of {SUPPORTED_NUM_CLASSES}", d.num_classes)
     for key, value in (("data.source_size", d.source_size), ("data.target_size", d.target_size),

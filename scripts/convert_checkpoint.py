@@ -4,8 +4,10 @@
 
 Writes out.weights.h5, its sidecar out.json (architecture, classes; ``load_segmenter`` reads it) and,
 when the checkpoint holds them, the self-labeling prototypes to out.prototypes.npy. Needs PyTorch
-(``pip install 'cpsl-tf[convert]'``). The checkpoint is unpickled with ``weights_only=False`` (the official
-files hold a NumPy scalar): convert only files you trust.
+(``pip install 'cpsl-tf[convert]'``). The checkpoint is read with torch's safe loader (``weights_only=True``
+plus the NumPy scalar and array types the official files hold); a file that needs anything more to unpickle
+could run code and is refused (exit code 2). ``--trust-checkpoint-code`` unpickles it without restriction:
+only for a file you trust, as any code in it then runs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cpsl_tf.models.convert import OFFICIAL_ASPP_RATES, convert_checkpoint  # noqa: E402
+from cpsl_tf.models.convert import (  # noqa: E402
+    OFFICIAL_ASPP_RATES,
+    TRUST_FLAG,
+    ConversionError,
+    convert_checkpoint,
+)
 
 
 def main(argv=None) -> int:
@@ -27,10 +34,22 @@ def main(argv=None) -> int:
     parser.add_argument("--aspp-rates", type=int, nargs="+", default=list(OFFICIAL_ASPP_RATES),
                         help="dilation rates of the head's 3x3 branches (not stored in weights; default "
                              "%(default)s)")
+    parser.add_argument(TRUST_FLAG, dest="trust_code", action="store_true",
+                        help="UNSAFE: unpickle the checkpoint without torch's safe loader "
+                             "(weights_only=False), so any code in it runs; only for a file you trust that "
+                             "the safe loader refuses")
     args = parser.parse_args(argv)
     if not args.destination.endswith(".weights.h5"):
         parser.error(f"destination {args.destination!r} must end with .weights.h5")
-    meta = convert_checkpoint(args.source, args.destination, aspp_rates=args.aspp_rates)
+    if args.trust_code:
+        print(f"WARNING: {TRUST_FLAG}: {args.source} is unpickled without restriction; any code in it runs "
+              "now, with your permissions", file=sys.stderr)
+    try:
+        meta = convert_checkpoint(args.source, args.destination, aspp_rates=args.aspp_rates,
+                                  trust_code=args.trust_code)
+    except (ConversionError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     model = meta["model"]
     print(f"converted {args.source} -> {args.destination}: {model['backbone']} "
           f"(width {model['base_width']}), "

@@ -7,6 +7,12 @@ Per image: <name>_classes.png (train ids, or Cityscapes label ids with --label-i
 (colour overlay with a legend). Per video: <name>_overlay.mp4 and, with --video-maps, one class PNG per frame.
 Every backend uses the same preprocessing (cpsl_tf.export.preprocess); class maps are resized back to
 each input's size with the nearest rule.
+
+Inputs are not trusted. An image's size is read from its header before it is decoded, and an image or video
+frame above --max-pixels (default 64 megapixels) is refused; so is a file that is not a readable image or
+video. Such inputs are skipped with a message naming them, the others are processed, and the exit code is 1.
+A model that cannot be loaded, or that predicts a class id outside its manifest's classes, stops the run
+with one message and exit code 2 (nothing is written for the image that showed it).
 """
 
 from __future__ import annotations
@@ -18,6 +24,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# 64 megapixels: an 8000x8000 photo. Decoding one to RGB takes 192 MB, the float32 model input made from it
+# 768 MB; a 1.2 MB PNG can declare 20000x20000 (4.5 GiB of buffers).
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+class InputError(Exception):
+    """An input image or video that cannot be used (unreadable, too large): skipped, reported."""
+
+
+class ModelError(Exception):
+    """The model cannot be loaded, fails, or predicts what its manifest does not allow: the run stops."""
 
 
 def parse_args(argv=None):
@@ -34,7 +51,13 @@ def parse_args(argv=None):
     parser.add_argument("--no-legend", action="store_true")
     parser.add_argument("--no-overlay", action="store_true", help="write class maps only")
     parser.add_argument("--video-maps", action="store_true", help="also write a class PNG per video frame")
-    return parser.parse_args(argv)
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="refuse images and video frames with more pixels (width x height), checked on "
+                             "the header before decoding (default %(default)d)")
+    args = parser.parse_args(argv)
+    if args.max_pixels < 1:
+        parser.error(f"--max-pixels must be positive, got {args.max_pixels}")
+    return args
 
 
 def expand_inputs(inputs) -> list[Path]:
@@ -54,22 +77,114 @@ def expand_inputs(inputs) -> list[Path]:
     return paths
 
 
+def load_model(path, size):
+    """The runner of ``path``; anything that keeps it from loading is a :class:`ModelError` naming the file
+    (a model file is untrusted input: ONNX Runtime, h5py, TensorRT and the manifest reader each fail in their
+    own way)."""
+    from cpsl_tf.export.runners import load_runner
+
+    try:
+        return load_runner(path, size)
+    except FileNotFoundError as err:  # the model file, or its manifest
+        text = str(err)
+        raise ModelError(text if text.startswith(str(path)) else f"{path}: cannot load this model: {text}"
+                         ) from None
+    except Exception as err:  # every failure to load is reported the same way
+        raise ModelError(f"{path}: cannot load this model, damaged or not a model of this project "
+                         f"({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} megapixels"
+
+
+def check_pixels(path: Path, width: int, height: int, max_pixels: int, what: str = "image") -> None:
+    if width * height > max_pixels:
+        raise InputError(f"{path}: {what} of {width}x{height} = {_megapixels(width * height)} is above the "
+                         f"limit of {_megapixels(max_pixels)}; raise --max-pixels to process it")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding the pixels; :class:`InputError` when the
+    file is not an image Pillow recognises."""
+    from PIL import Image, UnidentifiedImageError
+
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # --max-pixels is the limit here, not Pillow's decompression-bomb check
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not a readable image file (no image format Pillow knows, or an incomplete "
+                         "header)") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise InputError(f"{path}: not a readable image file ({_first_line(err)})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def read_image(path: Path, max_pixels: int):
+    """(H, W, 3) uint8 RGB of an image file whose header passed the pixel limit."""
+    from cpsl_tf.export.preprocess import read_rgb
+
+    width, height = image_size(path)
+    check_pixels(path, width, height, max_pixels)
+    try:
+        rgb = read_rgb(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: not a readable image file (the header is there, the pixel data cannot be "
+                         "decoded: truncated or damaged)") from None
+    if rgb.shape[:2] != (height, width):
+        raise InputError(f"{path}: decoded as {rgb.shape[1]}x{rgb.shape[0]}, its header says "
+                         f"{width}x{height}")
+    return rgb
+
+
 class Predictor:
     def __init__(self, runner, args):
         self.runner = runner
         self.args = args
 
-    def class_map(self, rgb):
+    def class_map(self, rgb, source: Path | None = None):
+        """The class map of ``rgb`` at its size; :class:`ModelError` when the model fails or predicts a class
+        id outside ``0..num_classes-1`` of its manifest."""
         from cpsl_tf.export.preprocess import class_map_to_size, to_model_input
 
         batch = to_model_input(rgb, self.runner.input_size, self.runner.align_corners)[None]
-        return class_map_to_size(self.runner(batch)["class_map"][0], rgb.shape[:2])
+        where = f" on {source}" if source is not None else ""
+        try:
+            out = self.runner(batch)
+        except Exception as err:  # a model that fails on a valid batch is broken
+            raise ModelError(f"{self.args.model}: the model failed{where} ({_first_line(err)})") from None
+        check_outputs(out, self.runner.num_classes, self.args.model, where)
+        return class_map_to_size(out["class_map"][0], rgb.shape[:2])
 
     def visual(self, rgb, class_map):
         from cpsl_tf.export.visualize import compose
 
         return compose(rgb, class_map, self.runner.class_names, self.args.alpha, self.args.side_by_side,
                        not self.args.no_legend)
+
+
+def check_outputs(out: dict, num_classes: int, model, where: str = "") -> None:
+    """Class ids in ``0..num_classes-1`` and, when there are logits, one channel per class of the manifest."""
+    import numpy as np
+
+    logits = out.get("logits")
+    if logits is not None and logits.shape[-1] != num_classes:
+        raise ModelError(f"{model}: the model gives {logits.shape[-1]} logit channels{where}, its manifest "
+                         f"lists {num_classes} classes: the model and its manifest do not belong together")
+    class_map = np.asarray(out["class_map"])
+    if class_map.size and (class_map.min() < 0 or class_map.max() >= num_classes):
+        bad = int(class_map.max() if class_map.max() >= num_classes else class_map.min())
+        raise ModelError(f"{model}: the model predicted class id {bad}{where}, its manifest lists "
+                         f"{num_classes} classes (ids 0-{num_classes - 1}): the model and its manifest do "
+                         "not belong together")
 
 
 def write_png(path: Path, image) -> None:
@@ -85,11 +200,10 @@ def write_png(path: Path, image) -> None:
 def predict_image(predictor: Predictor, path: Path, out: Path) -> None:
     import cv2
 
-    from cpsl_tf.export.preprocess import read_rgb
     from cpsl_tf.export.visualize import class_map_png
 
-    rgb = read_rgb(path)
-    class_map = predictor.class_map(rgb)
+    rgb = read_image(path, predictor.args.max_pixels)
+    class_map = predictor.class_map(rgb, path)
     write_png(out / f"{path.stem}_classes.png",
               class_map_png(class_map, predictor.runner.num_classes, predictor.args.label_ids))
     if not predictor.args.no_overlay:
@@ -105,7 +219,13 @@ def predict_video(predictor: Predictor, path: Path, out: Path) -> int:
 
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise OSError(f"{path}: OpenCV cannot open this video")
+        raise InputError(f"{path}: not a readable video (OpenCV cannot open it)")
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    try:
+        check_pixels(path, width, height, predictor.args.max_pixels, "video frame")
+    except InputError:
+        capture.release()
+        raise
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     frames = 0
     writer = None
@@ -115,8 +235,9 @@ def predict_video(predictor: Predictor, path: Path, out: Path) -> int:
                 ok, bgr = capture.read()
                 if not ok:
                     break
+                check_pixels(path, bgr.shape[1], bgr.shape[0], predictor.args.max_pixels, "video frame")
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                class_map = predictor.class_map(rgb)
+                class_map = predictor.class_map(rgb, path)
                 if predictor.args.video_maps:
                     png = class_map_png(class_map, predictor.runner.num_classes, predictor.args.label_ids)
                     write_png(out / f"{path.stem}_{frames:06d}_classes.png", png)
@@ -131,25 +252,41 @@ def predict_video(predictor: Predictor, path: Path, out: Path) -> int:
             if writer is not None:
                 writer.release()
         if frames == 0:
-            raise OSError(f"{path}: no frames could be read")
+            raise InputError(f"{path}: not a readable video (no frame could be read)")
     return frames
 
 
 def main(argv=None) -> int:
+    """0: every input done; 1: some inputs were refused or unreadable (named, skipped); 2: no run (bad
+    model, model output outside its manifest, missing inputs, unwritable output)."""
     args = parse_args(argv)
-    from cpsl_tf.export.runners import load_runner
-
-    runner = load_runner(args.model, tuple(args.size) if args.size else None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        runner = load_model(args.model, tuple(args.size) if args.size else None)
+        paths = expand_inputs(args.inputs)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+    except (ModelError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     predictor = Predictor(runner, args)
-    for path in expand_inputs(args.inputs):
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            frames = predict_video(predictor, path, out)
-            print(f"{path}: {frames} frames")
-        else:
-            predict_image(predictor, path, out)
-            print(f"{path}: done")
+    skipped = 0
+    for path in paths:
+        try:
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                frames = predict_video(predictor, path, out)
+                print(f"{path}: {frames} frames")
+            else:
+                predict_image(predictor, path, out)
+                print(f"{path}: done")
+        except InputError as err:
+            print(f"skipped: {err}", file=sys.stderr)
+            skipped += 1
+        except (ModelError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    if skipped:
+        print(f"{skipped} of {len(paths)} inputs skipped (named above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -6,14 +6,19 @@ layer of a key is its module path with dots replaced by underscores (``layer3.5.
 layer ``layer3_5_bn2``). The architecture (depth, width, head size, ``bn_pretrain``, class count) is read
 from the state dict itself; only the ASPP rates are not stored in weights (official: 6/12/18/24).
 
-PyTorch is needed only here (``pip install cpsl-tf[convert]``). The file is unpickled with
-``weights_only=False`` because the official files hold a NumPy float64 that torch's safe loader refuses:
-convert only checkpoints you trust, as unpickling can run code.
+PyTorch is needed only here (``pip install cpsl-tf[convert]``). The file is read with torch's safe loader
+(``weights_only=True``), which builds tensors, containers and numbers and calls nothing else; the NumPy
+types the official files hold (the float64 ``best_iou``, scalars and numeric arrays) are allowed by name
+(:data:`NUMPY_SAFE_GLOBALS`). A file that needs anything more (a pickle that would import a module or
+call a function, e.g. ``os.system``) is refused with :class:`UnsafeCheckpointError` before any of it runs.
+``trust_code=True`` (``--trust-checkpoint-code``) unpickles without restriction, for a file you vouch for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import pickle
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -28,7 +33,11 @@ from cpsl_tf.models.checkpoint import save_model_checkpoint, sidecar_path
 from cpsl_tf.models.resnet import RESNET_SPECS
 from cpsl_tf.models.segmenter import build_segmenter
 
+log = logging.getLogger(__name__)
+
 OFFICIAL_ASPP_RATES = (6, 12, 18, 24)
+# The command-line opt-out of the safe loader (scripts/convert_checkpoint.py).
+TRUST_FLAG = "--trust-checkpoint-code"
 # Buffers with no Keras counterpart.
 IGNORED_LEAVES = ("num_batches_tracked",)
 
@@ -37,10 +46,62 @@ class ConversionError(ValueError):
     """The checkpoint is not an official DeepLab-v2/ProDA state dict this converter understands."""
 
 
-def read_official_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], np.ndarray | None, dict]:
-    """Unpickle an official checkpoint (trusted file) -> (state dict as float32 NumPy, prototypes_ema or
-    None, extra info such as ``iter`` and ``best_iou``). Bare state dicts and ``module.`` prefixes from
-    DataParallel are accepted too."""
+class UnsafeCheckpointError(ConversionError):
+    """The checkpoint needs more than tensors, containers and NumPy numbers to unpickle: it could run code."""
+
+
+def numpy_safe_globals() -> list:
+    """What unpickling NumPy scalars and numeric arrays needs, and nothing more: ``scalar`` and
+    ``_reconstruct`` (under their NumPy 2 and NumPy 1 module names, as files written by either name
+    them), ``ndarray``, ``dtype`` and the bool / integer / float dtype classes. No object dtype: an object
+    array could hold anything."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # NumPy < 1.26 has no numpy._core
+        from numpy.core import multiarray
+    named = [(function, f"{module}.{function.__name__}")
+             for module in ("numpy._core.multiarray", "numpy.core.multiarray")
+             for function in (multiarray.scalar, multiarray._reconstruct)]
+    numeric = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64)
+    return [np.ndarray, np.dtype, *{type(np.dtype(t)) for t in numeric}, *named]
+
+
+def _load_torch_file(torch, path: Path, trust_code: bool):
+    """``torch.load`` with the safe loader (or without it when ``trust_code``); a refusal or an unreadable
+    file becomes one message naming the file."""
+    if trust_code:
+        log.warning("%s: unpickling with weights_only=False (%s): any code in this file runs now", path,
+                    TRUST_FLAG)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        found = re.search(r"GLOBAL ([\w.]+)|(unrecognized function [^\n]+)|(Can only [^\n]+)", text)
+        if found is not None:
+            needs = next(group for group in found.groups() if group)
+            raise UnsafeCheckpointError(
+                f"{path}: refused: unpickling it needs {needs}, which could run code; official CPSL/ProDA "
+                f"checkpoints hold only tensors, numbers and NumPy scalars/arrays. Convert it with "
+                f"{TRUST_FLAG} only if you trust the file and its source") from None
+        detail = re.search(r"WeightsUnpickler error: \s*([^\n]+)", text)
+        raise ConversionError(
+            f"{path}: not a checkpoint that torch's safe loader can read (damaged, or not written by "
+            f"torch.save{': ' + detail.group(1).strip() if detail else ''})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConversionError(f"{path}: not a PyTorch checkpoint that can be read (damaged, or another "
+                              f"format: {first})") from None
+
+
+def read_official_checkpoint(path: str | Path, trust_code: bool = False
+                             ) -> tuple[dict[str, np.ndarray], np.ndarray | None, dict]:
+    """Read an official checkpoint -> (state dict as float32 NumPy, prototypes_ema or None, extra info such
+    as ``iter`` and ``best_iou``). Bare state dicts and ``module.`` prefixes from DataParallel are accepted
+    too. The file is read with torch's safe loader; :class:`UnsafeCheckpointError` when it needs more.
+    ``trust_code=True`` unpickles without restriction (a file you vouch for: unpickling can run code)."""
     try:
         import torch
     except ImportError as err:
@@ -49,8 +110,7 @@ def read_official_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], n
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file does not exist")
-    # Trusted file only: the official wrapper holds numpy.float64 (best_iou), refused by weights_only=True.
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = _load_torch_file(torch, path, trust_code)
     if not isinstance(obj, dict):
         raise ConversionError(f"{path}: expected a dict (official wrapper or state dict), got {type(obj)}")
     prototypes, info = None, {}
@@ -190,10 +250,10 @@ def prototypes_path(weights_path: str | Path) -> Path:
 
 
 def convert_checkpoint(source: str | Path, destination: str | Path,
-                       aspp_rates=OFFICIAL_ASPP_RATES) -> dict:
+                       aspp_rates=OFFICIAL_ASPP_RATES, trust_code: bool = False) -> dict:
     """Official ``.pth``/``.pkl`` -> ``destination`` (``.weights.h5``) + sidecar JSON (+ prototypes .npy).
-    Returns the sidecar meta."""
-    state, prototypes, info = read_official_checkpoint(source)
+    Returns the sidecar meta. ``trust_code``: see :func:`read_official_checkpoint`."""
+    state, prototypes, info = read_official_checkpoint(source, trust_code=trust_code)
     model, model_cfg, num_classes = segmenter_from_state_dict(state, aspp_rates)
     names = (list(class_names(num_classes)) if num_classes in SUPPORTED_NUM_CLASSES
              else [f"class_{i}" for i in range(num_classes)])

@@ -224,9 +224,18 @@ def selected_stages(cfg: Config, only: str | None = None, start: str | None = No
 
 def run_stages(cfg: Config, run_dir: Path, only: str | None = None, start: str | None = None,
                force: bool = False) -> dict:
-    """Run the selected stages in order; finished stages with a matching fingerprint are skipped."""
+    """Run the selected stages in order; finished stages with a matching fingerprint are skipped. The run
+    folder is locked for the whole call: a second process on it gets ``RunFolderBusy`` (``runlock``)."""
+    from cpsl_tf.training.runlock import lock_name, run_folder_lock
+
     ctx = RunContext(cfg=cfg, run_dir=Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    with run_folder_lock(ctx.run_dir, lock_name(cfg.train.strategy)):
+        return _run_selected(ctx, only, start, force)
+
+
+def _run_selected(ctx: RunContext, only: str | None, start: str | None, force: bool) -> dict:
+    cfg = ctx.cfg
     save_config(cfg, ctx.run_dir / "config.json")
     forced = set(selected_stages(cfg, only, start)) if (force or only or start) else set()
     for stage in selected_stages(cfg, only, start):
