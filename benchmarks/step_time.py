@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from cpsl_tf.cpsl.official_model import OfficialCPSLModel
     from cpsl_tf.data.pipeline import make_training_dataset
     from cpsl_tf.io_utils import atomic_write_json
-    from cpsl_tf.models.segmenter import build_segmenter
+    from cpsl_tf.models.segmenter import build_segmenter, output_size
     from cpsl_tf.training.inputs import stage_samples
     from cpsl_tf.training.warmup import SupervisedSegmentation, build_segmentation_optimizer
 
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     num_classes = cfg.data.num_classes
     rng = np.random.default_rng(0)
     probe = build_segmenter(cfg.model, num_classes)
-    out_hw = probe(tf.zeros((1, *cfg.data.target_size, 3)))["logits"].shape[1:3]
+    out_hw = output_size(probe, cfg.data.target_size)  # from the traced graph: no eager full-size pass
     soft = tf.nn.softmax(rng.normal(size=(*out_hw, num_classes)).astype(np.float32) * 3).numpy()
 
     def lookup(name):

@@ -31,6 +31,7 @@ from cpsl_tf.evaluation.table import default_subsets, format_table, report
 from cpsl_tf.io_utils import atomic_write_json
 from cpsl_tf.labels import IGNORE_INDEX, map_labels
 from cpsl_tf.metrics import confusion_matrix
+from cpsl_tf.models.segmenter import inference_function
 from cpsl_tf.resize import resize_bilinear
 
 log = logging.getLogger(__name__)
@@ -116,15 +117,15 @@ def evaluate_model(
     Returns the :func:`cpsl_tf.evaluation.table.report` dict (``miou``, ``mpa``, ``pa``, ``fwiou``,
     per-class ``classes``, ``subsets``, ``confusion``) plus ``num_images``. ``image_size`` = (H, W) the
     model input size (``None``: each image's own size; images of one batch must then agree).
+
+    The network runs compiled, never eagerly: one ``tf.function`` per model and input size
+    (:func:`cpsl_tf.models.segmenter.inference_function`), traced once and reused by every later
+    evaluation of the same model.
     """
     _require_labels(samples)
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be at least 1, got {batch_size}")
     metric = ConfusionMatrixMetric(num_classes, align_corners=align_corners)
-
-    @tf.function(reduce_retracing=True)
-    def predict(images):
-        return _logits_of(model(images, training=False))
 
     def load(sample):
         image = preprocess_image(load_image(sample.image), image_size)
@@ -137,7 +138,8 @@ def evaluate_model(
             if len(shapes) > 1:
                 raise EvaluationError(f"images of one batch differ in size {sorted(shapes)}; pass "
                                       "image_size to resize them to the model's input size")
-            logits = predict(tf.stack([image for image, _ in loaded]))
+            images = tf.stack([image for image, _ in loaded])
+            logits = _logits_of(inference_function(model, images.shape[1:3])(images))
             if logits.shape[-1] != num_classes:
                 raise EvaluationError(f"model gives {logits.shape[-1]} classes, expected {num_classes}")
             for index, (_, label) in enumerate(loaded):

@@ -13,6 +13,7 @@ from cpsl_tf.data import datasets
 from cpsl_tf.data.pipeline import make_training_dataset
 from cpsl_tf.io_utils import atomic_path
 from cpsl_tf.models.checkpoint import save_model_checkpoint
+from cpsl_tf.training.callbacks import StageEvaluation
 from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.loop import fit_resumable
 from cpsl_tf.training.pseudo import load_adaptation_inputs, load_stage_model
@@ -103,17 +104,21 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
 
     with_labels = all(s.label is not None for s in samples.target_val)
 
-    def periodic_evaluation() -> dict:
+    def mechanism() -> dict:
         travel = model.head.travel_degrees().numpy()
         delta_shift = np.abs(model.delta_pseudo.numpy() - model.delta_start.numpy()).sum()
-        return {**evaluate_on_target(model.student, cfg, samples.target_val, progress=False),
-                "head_travel": float(np.median(travel)), "head_travel_max": float(travel.max()),
+        return {"head_travel": float(np.median(travel)), "head_travel_max": float(travel.max()),
                 "delta_shift": float(delta_shift)}
+
+    # One evaluation at the end of the stage: the periodic one of the last step, if there was one.
+    evaluation = StageEvaluation(
+        lambda progress: evaluate_on_target(model.student, cfg, samples.target_val, progress=progress),
+        diagnostics=mechanism)
 
     state = {"cpsl_model": model, **model.grouped.groups}
     fit_resumable(model, make_dataset, cfg.cpsl.iterations, ctx.stage_dir("cpsl"), state,
                   cfg.train.checkpoint_every, cfg.train.eval_every,
-                  periodic_evaluation if with_labels else None, log_every=cfg.train.log_every)
+                  evaluation if with_labels else None, log_every=cfg.train.log_every)
     save_model_checkpoint(model.student, ctx.model_checkpoint("cpsl"), checkpoint_meta(cfg, "cpsl"))
     save_self_labeling_state(model, ctx.stage_dir("cpsl") / SELF_LABELING_STATE)
     summary = self_labeling_summary(model)
@@ -122,4 +127,4 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
              max(summary["head_travel_degrees"]), summary["max_class_cosine"], summary["delta_shift"])
     if not with_labels:
         return None
-    return {**evaluate_on_target(model.student, cfg, samples.target_val), "self_labeling": summary}
+    return {**evaluation.final(), "self_labeling": summary}

@@ -65,8 +65,43 @@ class NonFiniteGuard(keras.callbacks.Callback):
                     "good checkpoint is kept. Lower the learning rate or check the inputs of that term.")
 
 
+class StageEvaluation:
+    """A stage's target-val evaluation, shared by its periodic evaluations and its final one.
+
+    ``scores(progress)`` evaluates the model as it is now and returns the stage's result dict (``progress``:
+    False for the periodic evaluations, None, the evaluation's default, for the final one);
+    ``diagnostics()``, if given, adds numbers to each periodic evaluation's history entry only. The scores
+    are kept until training changes the weights (:class:`PeriodicEvaluation` says so before every step,
+    :func:`cpsl_tf.training.loop.fit_resumable` before training), so when the last step was evaluated
+    periodically, :meth:`final` returns that evaluation instead of running it again.
+    """
+
+    def __init__(self, scores: Callable[..., dict], diagnostics: Callable[[], dict] | None = None):
+        self.scores = scores
+        self.diagnostics = diagnostics
+        self._current: dict | None = None
+
+    def weights_changed(self) -> None:
+        self._current = None
+
+    def _evaluate(self, progress: bool | None) -> dict:
+        if self._current is None:
+            self._current = self.scores(progress=progress)
+        return dict(self._current)
+
+    def final(self) -> dict:
+        """The scores of the weights as they are now: the periodic evaluation's if it saw them."""
+        return self._evaluate(progress=None)
+
+    def __call__(self) -> dict:
+        """One periodic evaluation: the scores and the diagnostics."""
+        return {**self._evaluate(progress=False), **(self.diagnostics() if self.diagnostics else {})}
+
+
 class PeriodicEvaluation(keras.callbacks.Callback):
-    """Runs ``evaluate()`` (a scores dict) every ``every`` steps and appends it to a JSON-lines history."""
+    """Runs ``evaluate()`` (a scores dict) every ``every`` steps and appends it to a JSON-lines history.
+
+    A :class:`StageEvaluation` is told before every step that the weights are about to change."""
 
     def __init__(self, step: tf.Variable, evaluate: Callable[[], dict], every: int, history: Path):
         super().__init__()
@@ -87,6 +122,11 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         atomic_write_text(self.history, before + json.dumps(entry) + "\n")
         log.info("step %d: target-val mIoU %.2f MPA %.2f", entry["step"], 100 * entry["miou"],
                  100 * entry["mpa"])
+
+    def on_train_batch_begin(self, batch, logs=None):
+        weights_changed = getattr(self.evaluate, "weights_changed", None)
+        if weights_changed is not None:
+            weights_changed()
 
     def on_train_batch_end(self, batch, logs=None):
         if int(self.step) % self.every == 0:

@@ -23,6 +23,7 @@ from cpsl_tf.labels import IGNORE_INDEX
 from cpsl_tf.models.checkpoint import load_segmenter, save_model_checkpoint
 from cpsl_tf.resize import resize_bilinear
 from cpsl_tf.training.adapt import TARGET_MAP_STRIDE
+from cpsl_tf.training.callbacks import StageEvaluation
 from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.loop import fit_resumable
 from cpsl_tf.training.optim import GroupedSGD
@@ -142,13 +143,13 @@ def run_distill_stage(ctx: RunContext, round_index: int) -> dict | None:
                                      start_batch=start_batch)
 
     with_labels = all(s.label is not None for s in samples.target_val)
-
-    def periodic_evaluation() -> dict:
-        return evaluate_on_target(student, cfg, samples.target_val, progress=False)
+    # One evaluation at the end of the stage: the periodic one of the last step, if there was one.
+    evaluation = StageEvaluation(
+        lambda progress: evaluate_on_target(student, cfg, samples.target_val, progress=progress))
 
     fit_resumable(trainer, make_dataset, d.iterations, ctx.stage_dir(stage), {"student": student,
                                                                                **grouped.groups},
                   cfg.train.checkpoint_every, cfg.train.eval_every,
-                  periodic_evaluation if with_labels else None, log_every=cfg.train.log_every)
+                  evaluation if with_labels else None, log_every=cfg.train.log_every)
     save_model_checkpoint(student, ctx.model_checkpoint(stage), checkpoint_meta(cfg, stage))
-    return evaluate_on_target(student, cfg, samples.target_val) if with_labels else None
+    return evaluation.final() if with_labels else None

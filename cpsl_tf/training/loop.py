@@ -44,6 +44,10 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     bank, ...). ``make_dataset(start_step)`` builds the input stream from a given step so that a resumed
     run sees the same samples as an uninterrupted one. Returns the number of steps run now.
 
+    ``evaluate`` (every ``eval_every`` steps, on the chief) is best a
+    :class:`~cpsl_tf.training.callbacks.StageEvaluation`: its ``final()`` after this returns then reuses
+    the evaluation of the last step instead of evaluating the same weights twice.
+
     Under gradient accumulation (``trainer.grouped.accumulation_steps`` = k) one optimizer step takes k
     ``train_step`` calls of one batch each: the loop runs ``k * total_steps`` calls, and the step counter,
     ``checkpoint_every`` and ``eval_every`` count calls in multiples of k (checkpoints fall between
@@ -66,6 +70,9 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     remaining = total_steps - int(step)
     if remaining <= 0:
         return 0
+    weights_changed = getattr(evaluate, "weights_changed", None)
+    if weights_changed is not None:
+        weights_changed()
     scratch = None
     if not chief:
         scratch = stage_dir / f".worker_{strategy.cluster_resolver.task_id}_checkpoints"

@@ -23,6 +23,7 @@ from cpsl_tf.data.pipeline import make_eval_dataset
 from cpsl_tf.data.pseudo_store import PseudoLabelStore, PseudoLabelWriter
 from cpsl_tf.io_utils import atomic_path
 from cpsl_tf.models.checkpoint import load_segmenter
+from cpsl_tf.models.segmenter import inference_function, output_size
 from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.stages import RunContext, StageError, stage_fingerprint
 
@@ -45,9 +46,10 @@ def load_stage_model(ctx: RunContext, stage: str) -> keras.Model:
 
 
 def output_shape(model: keras.Model, cfg: Config) -> tuple[int, int]:
-    """(h, w) of the network's output for a target image of ``data.target_size``."""
-    logits = model(tf.zeros((1, *cfg.data.target_size, 3)), training=False)["logits"]
-    return int(logits.shape[1]), int(logits.shape[2])
+    """(h, w) of the network's output for a target image of ``data.target_size``, read from the traced
+    graph of the compiled forward pass: never an eager full-resolution pass (R101 at 1024x2048 is killed
+    above 23 GB that way)."""
+    return output_size(model, cfg.data.target_size)
 
 
 def pseudo_fingerprint(cfg: Config) -> str:
@@ -63,9 +65,11 @@ def run_pseudo_stage(ctx: RunContext) -> None:
     num_classes = cfg.data.num_classes
     estimator = PrototypeEstimator(num_classes, cfg.model.head_channels, mode=cfg.cpsl.prototype_mode)
 
-    @tf.function(reduce_retracing=True)
+    forward = inference_function(model, cfg.data.target_size)
+
+    @tf.function(input_signature=forward.input_signature)
     def predict(images):
-        out = model(images, training=False)
+        out = forward(images)
         return tf.nn.softmax(out["logits"], axis=-1), out["features"]
 
     batch_size = cfg.eval.batch_size

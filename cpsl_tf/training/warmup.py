@@ -23,6 +23,7 @@ from cpsl_tf.models.discriminator import build_discriminator
 from cpsl_tf.models.resnet import load_imagenet_backbone
 from cpsl_tf.models.segmenter import build_segmenter, is_head_variable
 from cpsl_tf.resize import resize_bilinear
+from cpsl_tf.training.callbacks import StageEvaluation
 from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.loop import fit_resumable
 from cpsl_tf.training.optim import GroupedSGD, make_sgd
@@ -209,12 +210,12 @@ def run_warmup_stage(ctx: RunContext) -> dict:
                                      cutmix_prob=0.0)
 
     with_labels = all(s.label is not None for s in samples.target_val)
-
-    def periodic_evaluation() -> dict:
-        return evaluate_on_target(segmenter, cfg, samples.target_val, progress=False)
+    # One evaluation at the end of the stage: the periodic one of the last step, if there was one.
+    evaluation = StageEvaluation(
+        lambda progress: evaluate_on_target(segmenter, cfg, samples.target_val, progress=progress))
 
     fit_resumable(trainer, make_dataset, w.iterations, stage_dir, state, cfg.train.checkpoint_every,
-                  cfg.train.eval_every, periodic_evaluation if with_labels else None,
+                  cfg.train.eval_every, evaluation if with_labels else None,
                   log_every=cfg.train.log_every)
     save_model_checkpoint(segmenter, ctx.model_checkpoint("warmup"), checkpoint_meta(cfg, "warmup"))
-    return evaluate_on_target(segmenter, cfg, samples.target_val) if with_labels else None
+    return evaluation.final() if with_labels else None
