@@ -1,5 +1,5 @@
 """Train-step speed of the full network (DeepLab-v2 ResNet-101 + ProDA head) on this CPU: Keras vs. the
-PyTorch reference implementation (../shared/reference/official_dlv2_torch.py), in one run.
+PyTorch reference implementation (tests/reference/official_dlv2_torch.py), in one run.
 
 One step = forward in training mode (batch-statistics BN, dropout) -> logits upsampled to the crop with
 align-corners bilinear -> cross entropy against random labels -> backward -> SGD (momentum 0.9). Warm-up
@@ -67,7 +67,7 @@ def keras_step_fn(image: np.ndarray, labels: np.ndarray, jit_compile: bool):
 def torch_step_fn(image: np.ndarray, labels: np.ndarray):
     import torch
 
-    sys.path.insert(0, str(REPO.parent / "shared" / "reference"))
+    sys.path.insert(0, str(REPO / "tests" / "reference"))
     import official_dlv2_torch as reference
 
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SHARED
+from tests.conftest import REFERENCE, REPO
 
 torch = pytest.importorskip("torch", reason="checkpoint conversion needs PyTorch "
                             "(pip install 'cpsl-tf[convert]')")
@@ -29,7 +29,7 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module")
 def reference():
-    sys.path.insert(0, str(SHARED / "reference"))
+    sys.path.insert(0, str(REFERENCE))
     try:
         import official_dlv2_torch
     finally:

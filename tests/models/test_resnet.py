@@ -12,7 +12,7 @@ from cpsl_tf.models.resnet import (
     build_resnet,
     load_imagenet_backbone,
 )
-from tests.conftest import SHARED
+from tests.conftest import REFERENCE
 
 NARROW = ModelConfig(backbone="resnet18", base_width=8)
 
@@ -31,7 +31,7 @@ def test_sizes_agree_with_reference_arithmetic():
     del torch
     import sys
 
-    sys.path.insert(0, str(SHARED / "reference"))
+    sys.path.insert(0, str(REFERENCE))
     try:
         import official_dlv2_torch as reference
     finally:
