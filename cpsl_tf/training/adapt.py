@@ -105,10 +105,9 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
     with_labels = all(s.label is not None for s in samples.target_val)
 
     def mechanism() -> dict:
-        travel = model.head.travel_degrees().numpy()
-        delta_shift = np.abs(model.delta_pseudo.numpy() - model.delta_start.numpy()).sum()
-        return {"head_travel": float(np.median(travel)), "head_travel_max": float(travel.max()),
-                "delta_shift": float(delta_shift)}
+        summary = self_labeling_summary(model)
+        return {"head_travel": summary["head_travel_median"],
+                "head_travel_max": max(summary["head_travel_degrees"]), "delta_shift": summary["delta_shift"]}
 
     # One evaluation at the end of the stage: the periodic one of the last step, if there was one.
     evaluation = StageEvaluation(
