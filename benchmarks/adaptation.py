@@ -415,7 +415,9 @@ def main(argv=None) -> int:
                 result = run_cell(cell, seed, args.config, args.overrides, layout)
                 print(f"cell {cell.name} seed {seed}: mIoU {100 * result['miou']:.1f}", flush=True)
         print(f"{len(jobs)} cells in {time.time() - begin:.0f} s")
-    write_outputs(args.seeds, command, layout)
+    # The table covers every seed finished on disk, not only this invocation's.
+    finished = {int(path.name[4:]) for path in layout.runs.glob("*/seed*") if path.name[4:].isdigit()}
+    write_outputs(sorted(finished | set(args.seeds)), command, layout)
     print((RESULTS / f"{layout.results_stem}.md").read_text())
     return 0
 
