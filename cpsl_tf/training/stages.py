@@ -5,10 +5,12 @@ A run folder (``runs/<name>/``) holds the resolved config, one folder per stage 
     {"stages": {"warmup": {"miou": .., "mpa": .., "pa": .., "iou": [..], "acc": [..], "seconds": ..}}}
 
 A stage that finished writes ``<stage>/done.json`` with the fingerprint of the config it depends on (the
-sections and single keys it and the stages before it read, ``stage_dependencies``); it is skipped while
-that fingerprint matches, and re-run when the config changed. A stage that was interrupted resumes from
-its last checkpoint when rerun with the same config; checkpoints of another config are set aside, never
-resumed.
+sections and single keys it and the stages before it read, ``stage_dependencies``), the identity of the
+outputs of the stages it read (``STAGE_INPUTS``) and a new identity of its own outputs. It is skipped while
+that fingerprint and those identities match and its outputs exist, and re-run when the config changed or
+a stage it reads ran again. A stage that was interrupted resumes from its last checkpoint when rerun with
+the same config; checkpoints of another config are set aside, never resumed. A damaged ``done.json`` or
+``results.json`` is moved aside with a warning and the stages it vouched for run again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import shutil
 import time
 from dataclasses import dataclass
@@ -52,6 +55,18 @@ _STAGE_KEYS = {
 # They are left out of the fingerprints, so changing them neither re-runs a stage nor sets checkpoints aside.
 NOT_FINGERPRINTED = ("train.checkpoint_every", "train.eval_every", "train.log_every", "train.run_dir",
                      "eval.batch_size", "name")
+# The stages whose outputs a stage reads: when one of them runs again, the stage is stale.
+STAGE_INPUTS = {
+    "warmup": (),
+    "pseudo": ("warmup",),
+    "cpsl": ("warmup", "pseudo"),
+    "distill1": ("cpsl",),
+    "distill2": ("distill1",),
+}
+# What a finished stage leaves, relative to its folder (the pseudo stage's store and prototypes, the others'
+# network and its sidecar).
+_PSEUDO_OUTPUTS = ("soft/index.json", "prototypes.npy")
+_MODEL_OUTPUTS = ("model.weights.h5", "model.json")
 
 
 class StageError(RuntimeError):
@@ -71,6 +86,11 @@ class RunContext:
     def model_checkpoint(self, stage: str) -> Path:
         """The final network of a stage (``.weights.h5`` + sidecar JSON)."""
         return self.run_dir / stage / "model.weights.h5"
+
+    def outputs(self, stage: str) -> list[Path]:
+        """The files a finished stage leaves for the stages after it."""
+        names = _PSEUDO_OUTPUTS if stage == "pseudo" else _MODEL_OUTPUTS
+        return [self.run_dir / stage / name for name in names]
 
 
 def _value(raw: dict, key: str):
@@ -103,17 +123,69 @@ def stage_fingerprint(cfg: Config, stage: str) -> str:
     return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def read_marker(path: Path, consequence: str, required: dict[str, type] | None = None) -> dict | None:
+    """The JSON object in ``path`` (with the ``required`` keys, of those types), or None when it does not
+    exist. A damaged one is moved to ``<name>.damaged`` with a warning saying ``consequence``, and taken as
+    absent."""
+    if not path.exists():
+        return None
+    try:
+        marker = json.loads(path.read_text())
+        if not isinstance(marker, dict):
+            raise ValueError(f"a JSON {type(marker).__name__}, not an object")
+        for key, kind in (required or {}).items():
+            if not isinstance(marker.get(key), kind):
+                raise ValueError(f"no {kind.__name__} '{key}'")
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        damaged = path.with_name(path.name + ".damaged")
+        path.replace(damaged)
+        log.warning("%s is damaged (%s): moved to %s; %s", path, err, damaged, consequence)
+        return None
+    return marker
+
+
+def _done_marker(ctx: RunContext, stage: str) -> dict | None:
+    return read_marker(ctx.run_dir / stage / "done.json", f"stage {stage} runs again",
+                       required={"fingerprint": str})
+
+
+def input_identities(ctx: RunContext, stage: str) -> dict:
+    """The output identities of the stages ``stage`` reads, as their ``done.json`` records them (None for
+    one that has not finished, or finished before identities were recorded)."""
+    return {upstream: (_done_marker(ctx, upstream) or {}).get("output") for upstream in STAGE_INPUTS[stage]}
+
+
 def is_done(ctx: RunContext, stage: str) -> bool:
-    marker = ctx.run_dir / stage / "done.json"
-    if not marker.exists():
+    """Whether ``stage`` finished under this config, from the outputs its input stages have now, and its
+    own outputs (and scores, if it had some) are still there."""
+    marker = _done_marker(ctx, stage)
+    if marker is None or marker["fingerprint"] != stage_fingerprint(ctx.cfg, stage):
         return False
-    return json.loads(marker.read_text()).get("fingerprint") == stage_fingerprint(ctx.cfg, stage)
+    missing = [str(path) for path in ctx.outputs(stage) if not path.exists()]
+    if missing:
+        log.warning("stage %s finished earlier, but %s is missing: it runs again", stage,
+                    " and ".join(missing))
+        return False
+    recorded = marker.get("inputs", {})
+    changed = [up for up, identity in input_identities(ctx, stage).items() if recorded.get(up) != identity]
+    if changed:
+        log.info("stage %s: stage %s ran again since it finished: it runs again", stage, ", ".join(changed))
+        return False
+    if marker.get("scored") and stage not in read_results(ctx.run_dir)["stages"]:
+        log.warning("stage %s finished earlier, but its scores are missing from %s: it runs again", stage,
+                    ctx.run_dir / "results.json")
+        return False
+    return True
 
 
-def _recorded_fingerprint(stage_dir: Path) -> str | None:
-    for marker in (stage_dir / "started.json", stage_dir / "done.json"):
-        if marker.exists():
-            return json.loads(marker.read_text()).get("fingerprint")
+def _started_marker(stage_dir: Path) -> dict | None:
+    """What ``started.json`` (or, before it existed, ``done.json``) recorded of the run that wrote the
+    stage's checkpoints."""
+    consequence = "the stage's checkpoints are checked against their own fingerprint only"
+    for name in ("started.json", "done.json"):
+        marker = read_marker(stage_dir / name, consequence, required={"fingerprint": str})
+        if marker is not None:
+            return marker
     return None
 
 
@@ -140,27 +212,40 @@ def set_aside_checkpoints(ctx: RunContext, stage: str, suffix: str) -> None:
 
 
 def set_aside_foreign_checkpoints(ctx: RunContext, stage: str) -> None:
-    """Keep a stage from resuming checkpoints that another config wrote.
+    """Keep a stage from resuming checkpoints that another config, or other outputs of the stages it reads,
+    trained.
 
-    The stage's training checkpoints are resumed only under the config fingerprint that started them;
-    checkpoints of another fingerprint are moved to ``checkpoints-<their fingerprint>/`` (kept, not
-    mixed in) and the stage starts afresh. ``started.json`` records the fingerprint of this start.
+    The stage's training checkpoints are resumed only under the config fingerprint and input identities
+    that started them; other checkpoints are moved to ``checkpoints-<their fingerprint>/`` (or
+    ``checkpoints-previous/`` when only the inputs changed: kept, not mixed in) and the stage starts afresh.
+    ``started.json`` records this start. The checkpoints also carry the fingerprint themselves
+    (:func:`cpsl_tf.training.loop.fit_resumable` checks it).
     """
     stage_dir = ctx.stage_dir(stage)
     fingerprint = stage_fingerprint(ctx.cfg, stage)
+    inputs = input_identities(ctx, stage)
     checkpoints = stage_dir / "checkpoints"
-    recorded = _recorded_fingerprint(stage_dir)
-    if checkpoints.exists() and recorded is not None and recorded != fingerprint:
-        aside = _move_aside(stage_dir, recorded)
-        log.warning("stage %s: the checkpoints in %s were written by another config (fingerprint %s, this "
-                    "config %s); moved to %s, the stage starts afresh", stage, checkpoints, recorded,
-                    fingerprint, aside)
-    atomic_write_json(stage_dir / "started.json", {"fingerprint": fingerprint})
+    recorded = _started_marker(stage_dir) if checkpoints.exists() else None
+    if recorded is not None:
+        recorded_fingerprint = recorded["fingerprint"]
+        if recorded_fingerprint != fingerprint:
+            aside = _move_aside(stage_dir, recorded_fingerprint)
+            log.warning("stage %s: the checkpoints in %s were written by another config (fingerprint %s, "
+                        "this config %s); moved to %s, the stage starts afresh", stage, checkpoints,
+                        recorded_fingerprint, fingerprint, aside)
+        elif recorded.get("inputs", inputs) != inputs:
+            aside = _move_aside(stage_dir, "previous")
+            log.warning("stage %s: the checkpoints in %s were trained on outputs of stage %s from before it "
+                        "ran again; moved to %s, the stage starts afresh", stage, checkpoints,
+                        ", ".join(STAGE_INPUTS[stage]), aside)
+    atomic_write_json(stage_dir / "started.json", {"fingerprint": fingerprint, "inputs": inputs})
 
 
 def read_results(run_dir: Path) -> dict:
-    path = run_dir / "results.json"
-    return json.loads(path.read_text()) if path.exists() else {"stages": {}}
+    """``results.json``; a damaged one is moved aside (the stages whose scores it held run again)."""
+    results = read_marker(run_dir / "results.json", "the stages whose scores it held run again",
+                          required={"stages": dict})
+    return results if results is not None else {"stages": {}}
 
 
 def record_result(run_dir: Path, stage: str, result: dict) -> None:
@@ -231,11 +316,15 @@ def run_stages(cfg: Config, run_dir: Path, only: str | None = None, start: str |
     ctx = RunContext(cfg=cfg, run_dir=Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     with run_folder_lock(ctx.run_dir, lock_name(cfg.train.strategy)):
-        return _run_selected(ctx, only, start, force)
+        return _run_selected(ctx, only, start, force, locked_at=time.time())
 
 
-def _run_selected(ctx: RunContext, only: str | None, start: str | None, force: bool) -> dict:
+def _run_selected(ctx: RunContext, only: str | None, start: str | None, force: bool,
+                  locked_at: float) -> dict:
+    from cpsl_tf.training.leftovers import remove_leftovers
+
     cfg = ctx.cfg
+    remove_leftovers(ctx.run_dir, locked_at, recursive=False)
     save_config(cfg, ctx.run_dir / "config.json")
     forced = set(selected_stages(cfg, only, start)) if (force or only or start) else set()
     for stage in selected_stages(cfg, only, start):
@@ -243,9 +332,11 @@ def _run_selected(ctx: RunContext, only: str | None, start: str | None, force: b
             log.info("stage %s: finished earlier with the same config, skipped", stage)
             continue
         log.info("stage %s: starting", stage)
+        remove_leftovers(ctx.stage_dir(stage), locked_at)
         if force or start is not None:
             set_aside_checkpoints(ctx, stage, "previous")
         set_aside_foreign_checkpoints(ctx, stage)
+        inputs = input_identities(ctx, stage)
         begin = time.time()
         try:
             result = _run_stage(ctx, stage)
@@ -257,8 +348,9 @@ def _run_selected(ctx: RunContext, only: str | None, start: str | None, force: b
         seconds = time.time() - begin
         if result is not None:
             record_result(ctx.run_dir, stage, dict(result, seconds=seconds))
-        atomic_write_json(ctx.run_dir / stage / "done.json",
-                          {"fingerprint": stage_fingerprint(cfg, stage), "seconds": seconds})
+        atomic_write_json(ctx.run_dir / stage / "done.json", {
+            "fingerprint": stage_fingerprint(cfg, stage), "inputs": inputs, "output": secrets.token_hex(8),
+            "scored": result is not None, "seconds": seconds})
         log.info("stage %s: done in %.0f s", stage, seconds)
     return read_results(ctx.run_dir)
 

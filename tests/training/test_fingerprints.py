@@ -107,11 +107,18 @@ def bench_cfg():
     return load_config(BENCH)
 
 
-def _run_all(cfg, run_dir, monkeypatch) -> list[str]:
-    """The stages ``run_stages`` runs (each a no-op here), in order."""
+def _run_all(cfg, run_dir, monkeypatch, **selection) -> list[str]:
+    """The stages ``run_stages`` runs, in order; each only writes empty files in place of its outputs."""
     ran = []
-    monkeypatch.setattr(stages, "_run_stage", lambda ctx, stage: ran.append(stage))
-    run_stages(cfg, run_dir)
+
+    def stand_in(ctx, stage):
+        for path in ctx.outputs(stage):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        ran.append(stage)
+
+    monkeypatch.setattr(stages, "_run_stage", stand_in)
+    run_stages(cfg, run_dir, **selection)
     return ran
 
 
@@ -167,6 +174,33 @@ def test_prototype_mode_reruns_the_pseudo_stage(tmp_path, monkeypatch):
     _run_all(paper, tmp_path / "preset", monkeypatch)
     assert not is_done(RunContext(preset, tmp_path / "preset"), "pseudo")
     assert "pseudo" in _run_all(preset, tmp_path / "preset", monkeypatch)
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs of the stages a stage reads: re-running one re-runs those after it
+
+
+@pytest.mark.parametrize("stage", STAGES[:-1])
+def test_rerunning_one_stage_reruns_the_stages_that_read_its_outputs(bench_cfg, stage, tmp_path, monkeypatch):
+    """``--stage <stage> --force`` writes new outputs under the same config: the later stages were computed
+    from the old ones, so they are not done any more and run again; the earlier ones stay done."""
+    assert _run_all(bench_cfg, tmp_path, monkeypatch) == list(STAGES)
+    assert _run_all(bench_cfg, tmp_path, monkeypatch, only=stage, force=True) == [stage]
+    later = list(STAGES[STAGES.index(stage) + 1:])
+    # Each stage reading its outputs is stale at once; the stages after those, once those have run again.
+    readers = [s for s in later if stage in stages.STAGE_INPUTS[s]]
+    assert [s for s in STAGES if not is_done(RunContext(bench_cfg, tmp_path), s)] == readers
+    assert _run_all(bench_cfg, tmp_path, monkeypatch) == later
+    assert _run_all(bench_cfg, tmp_path, monkeypatch) == []
+
+
+def test_a_stage_whose_outputs_are_missing_is_not_done(bench_cfg, tmp_path, monkeypatch):
+    _run_all(bench_cfg, tmp_path, monkeypatch)
+    (tmp_path / "cpsl" / "model.weights.h5").unlink()
+    (tmp_path / "pseudo" / "prototypes.npy").unlink()
+    assert not is_done(RunContext(bench_cfg, tmp_path), "pseudo")
+    assert is_done(RunContext(bench_cfg, tmp_path), "warmup")
+    assert _run_all(bench_cfg, tmp_path, monkeypatch) == list(STAGES[1:])
 
 
 # --------------------------------------------------------------------------------------------------
