@@ -102,4 +102,6 @@ def load_segmenter(path: str | Path, num_classes: int | None = None) -> tuple[ke
         raise CheckpointError(f"{path}: weights do not fit the {model_cfg.backbone} segmenter with "
                               f"{meta['num_classes']} classes that {sidecar_path(path).name} describes "
                               f"({err})") from err
+    except OSError as err:  # h5py: a truncated or overwritten file
+        raise CheckpointError(f"{path}: the weights file is damaged ({err})") from err
     return model, meta

@@ -17,7 +17,7 @@ from cpsl_tf.training.callbacks import StageEvaluation
 from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.loop import fit_resumable
 from cpsl_tf.training.pseudo import load_adaptation_inputs, load_stage_model
-from cpsl_tf.training.stages import RunContext, StageError
+from cpsl_tf.training.stages import RunContext, StageError, stage_fingerprint
 from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
 from cpsl_tf.training.warmup import build_segmentation_optimizer, checkpoint_meta, evaluate_on_target
 
@@ -117,7 +117,8 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
     state = {"cpsl_model": model, **model.grouped.groups}
     fit_resumable(model, make_dataset, cfg.cpsl.iterations, ctx.stage_dir("cpsl"), state,
                   cfg.train.checkpoint_every, cfg.train.eval_every,
-                  evaluation if with_labels else None, log_every=cfg.train.log_every)
+                  evaluation if with_labels else None, log_every=cfg.train.log_every,
+                  fingerprint=stage_fingerprint(cfg, "cpsl"))
     save_model_checkpoint(model.student, ctx.model_checkpoint("cpsl"), checkpoint_meta(cfg, "cpsl"))
     save_self_labeling_state(model, ctx.stage_dir("cpsl") / SELF_LABELING_STATE)
     summary = self_labeling_summary(model)

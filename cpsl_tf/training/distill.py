@@ -28,7 +28,7 @@ from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.loop import fit_resumable
 from cpsl_tf.training.optim import GroupedSGD
 from cpsl_tf.training.pseudo import load_stage_model
-from cpsl_tf.training.stages import RunContext, StageError
+from cpsl_tf.training.stages import RunContext, StageError, stage_fingerprint
 from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
 from cpsl_tf.training.warmup import (
     build_segmentation_optimizer,
@@ -150,6 +150,7 @@ def run_distill_stage(ctx: RunContext, round_index: int) -> dict | None:
     fit_resumable(trainer, make_dataset, d.iterations, ctx.stage_dir(stage), {"student": student,
                                                                                **grouped.groups},
                   cfg.train.checkpoint_every, cfg.train.eval_every,
-                  evaluation if with_labels else None, log_every=cfg.train.log_every)
+                  evaluation if with_labels else None, log_every=cfg.train.log_every,
+                  fingerprint=stage_fingerprint(cfg, stage))
     save_model_checkpoint(student, ctx.model_checkpoint(stage), checkpoint_meta(cfg, stage))
     return evaluation.final() if with_labels else None

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from cpsl_tf.training.callbacks import NonFiniteGuard, PeriodicEvaluation, ProgressLog, StepCheckpoint
-from cpsl_tf.training.stages import EVAL_HISTORY
+from cpsl_tf.training.stages import EVAL_HISTORY, StageError
 from cpsl_tf.training.strategy import is_chief, is_multi_worker
 
 log = logging.getLogger(__name__)
@@ -34,15 +34,46 @@ def random_states(state: dict) -> list:
             for v in obj.variables if "seed_generator" in v.path]
 
 
+# The names under which a checkpoint holds the stage's step counter and config fingerprint.
+STEP_KEY = "stage_step/.ATTRIBUTES/VARIABLE_VALUE"
+FINGERPRINT_KEY = "stage_fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def resume(checkpoint: tf.train.Checkpoint, path: str, fingerprint: str | None, total_steps: int) -> None:
+    """Restore ``checkpoint`` from ``path`` if it is this stage's to resume. Refused with a
+    :class:`StageError` naming the file and what to do: a damaged file, another config's fingerprint
+    (checkpoints from before fingerprints were stored hold none and are not checked), a step beyond the
+    stage's ``total_steps``."""
+    stage_dir = Path(path).parents[1]
+    afresh = (f"move {Path(path).parent} away, or run with --stage {stage_dir.name} --force (which sets it "
+              "aside), to train the stage afresh")
+    try:
+        reader = tf.train.load_checkpoint(path)
+        saved_step = int(reader.get_tensor(STEP_KEY))
+        saved = reader.get_tensor(FINGERPRINT_KEY).decode() if reader.has_tensor(FINGERPRINT_KEY) else None
+        if fingerprint is not None and saved is not None and saved != fingerprint:
+            raise StageError(f"checkpoint {path} was written under another config (fingerprint {saved}, this "
+                             f"stage's is {fingerprint}): it is not this run's to resume; {afresh}")
+        if saved_step > total_steps:
+            raise StageError(f"checkpoint {path} is at step {saved_step}, beyond this stage's {total_steps} "
+                             f"steps: it is not this run's to resume; {afresh}")
+        checkpoint.restore(path).expect_partial()
+    except (tf.errors.OpError, IndexError, ValueError) as err:
+        raise StageError(f"checkpoint {path} is damaged ({str(err).splitlines()[0]}); {afresh}") from err
+
+
 def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Dataset], total_steps: int,
                   stage_dir: Path, state: dict, checkpoint_every: int, eval_every: int | None = None,
                   evaluate: Callable[[], dict] | None = None, verbose: int | str = "auto",
-                  log_every: int = 50) -> int:
+                  log_every: int = 50, fingerprint: str | None = None) -> int:
     """Train ``trainer`` for ``total_steps`` optimizer steps, resuming from ``stage_dir/checkpoints``.
 
     ``state`` names every trackable whose value must survive a restart (networks, optimizers, memory
     bank, ...). ``make_dataset(start_step)`` builds the input stream from a given step so that a resumed
     run sees the same samples as an uninterrupted one. Returns the number of steps run now.
+
+    ``fingerprint`` (the stage's config fingerprint) is stored inside every checkpoint, and a checkpoint
+    is resumed only when it holds the same one (:func:`resume`).
 
     ``evaluate`` (every ``eval_every`` steps, on the chief) is best a
     :class:`~cpsl_tf.training.callbacks.StageEvaluation`: its ``final()`` after this returns then reuses
@@ -61,11 +92,14 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     chief = is_chief(strategy)
     with strategy.scope():
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage_step")
-    checkpoint = tf.train.Checkpoint(stage_step=step, random_states=random_states(state), **state)
+    tracked = dict(stage_step=step, random_states=random_states(state), **state)
+    if fingerprint is not None:
+        tracked["stage_fingerprint"] = tf.Variable(fingerprint, trainable=False, name="stage_fingerprint")
+    checkpoint = tf.train.Checkpoint(**tracked)
     checkpoint_dir = stage_dir / "checkpoints"
     manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=2)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        resume(checkpoint, manager.latest_checkpoint, fingerprint, total_steps)
         log.info("resumed %s at step %d from %s", stage_dir.name, int(step), manager.latest_checkpoint)
     remaining = total_steps - int(step)
     if remaining <= 0:

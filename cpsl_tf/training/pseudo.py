@@ -22,7 +22,7 @@ from cpsl_tf.cpsl.prototypes import PrototypeEstimator
 from cpsl_tf.data.pipeline import make_eval_dataset
 from cpsl_tf.data.pseudo_store import PseudoLabelStore, PseudoLabelWriter
 from cpsl_tf.io_utils import atomic_path
-from cpsl_tf.models.checkpoint import load_segmenter
+from cpsl_tf.models.checkpoint import CheckpointError, load_segmenter, sidecar_path
 from cpsl_tf.models.segmenter import inference_function, output_size
 from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.stages import RunContext, StageError, stage_fingerprint
@@ -34,14 +34,28 @@ PROTOTYPES = "prototypes.npy"
 
 
 def load_stage_model(ctx: RunContext, stage: str) -> keras.Model:
+    """The network that ``stage`` left, refused when it is damaged or was trained under another config
+    (its sidecar's fingerprint; sidecars from before fingerprints were recorded are taken with a warning)."""
     path = ctx.model_checkpoint(stage)
+    rerun = f"python scripts/train.py --config <config> --stage {stage}"
     if not path.exists():
-        raise StageError(f"stage '{stage}' has no model at {path}; run it first "
-                         f"(python scripts/train.py --config <config> --stage {stage})")
-    model, meta = load_segmenter(path)
+        raise StageError(f"stage '{stage}' has no model at {path}; run it first ({rerun})")
+    try:
+        model, meta = load_segmenter(path)
+    except CheckpointError as err:
+        raise StageError(f"{err}; re-run stage {stage} to write it again ({rerun}: it resumes from its last "
+                         "checkpoint)") from err
     if meta["num_classes"] != ctx.cfg.data.num_classes:
         raise StageError(f"{path} predicts {meta['num_classes']} classes but the config has "
                          f"data.num_classes={ctx.cfg.data.num_classes}")
+    recorded, expected = meta.get("fingerprint"), stage_fingerprint(ctx.cfg, stage)
+    if recorded is None:
+        log.warning("%s records no config fingerprint (written before they were recorded): it cannot be "
+                    "checked to belong to this config", sidecar_path(path))
+    elif recorded != expected:
+        raise StageError(f"{path} was trained under another config (fingerprint {recorded} in "
+                         f"{sidecar_path(path).name}; this config's stage {stage} has {expected}); re-run "
+                         f"stage {stage} with this config ({rerun})")
     return model
 
 

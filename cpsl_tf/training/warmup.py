@@ -28,7 +28,7 @@ from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.loop import fit_resumable
 from cpsl_tf.training.optim import GroupedSGD, make_sgd
 from cpsl_tf.training.schedule import PolyDecay
-from cpsl_tf.training.stages import RunContext, StageError
+from cpsl_tf.training.stages import RunContext, StageError, stage_fingerprint
 from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
 
 
@@ -161,8 +161,11 @@ def new_segmenter(cfg: Config) -> keras.Model:
 
 
 def checkpoint_meta(cfg: Config, stage: str) -> dict:
+    """The sidecar of a stage's network; ``fingerprint`` lets the stages that load it check it was trained
+    under their config."""
     return {"model": cfg.model, "num_classes": cfg.data.num_classes,
-            "class_names": list(class_names(cfg.data.num_classes)), "stage": stage, "config": cfg.name}
+            "class_names": list(class_names(cfg.data.num_classes)), "stage": stage, "config": cfg.name,
+            "fingerprint": stage_fingerprint(cfg, stage)}
 
 
 def evaluate_on_target(segmenter: keras.Model, cfg: Config, samples, progress: bool | None = None) -> dict:
@@ -216,6 +219,6 @@ def run_warmup_stage(ctx: RunContext) -> dict:
 
     fit_resumable(trainer, make_dataset, w.iterations, stage_dir, state, cfg.train.checkpoint_every,
                   cfg.train.eval_every, evaluation if with_labels else None,
-                  log_every=cfg.train.log_every)
+                  log_every=cfg.train.log_every, fingerprint=stage_fingerprint(cfg, "warmup"))
     save_model_checkpoint(segmenter, ctx.model_checkpoint("warmup"), checkpoint_meta(cfg, "warmup"))
     return evaluation.final() if with_labels else None

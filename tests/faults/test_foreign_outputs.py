@@ -3,7 +3,14 @@ a clear message by the stages that read it, instead of being silently mixed in."
 
 from __future__ import annotations
 
+import json
+
+import pytest
+import tensorflow as tf
+
 from cpsl_tf.training.cli import main
+from cpsl_tf.training.loop import resume
+from cpsl_tf.training.stages import StageError
 from tests.faults.conftest import copy_run, tiny_config, write_config
 
 
@@ -69,3 +76,86 @@ def test_the_evaluation_history_of_another_config_is_set_aside(trained_run, tiny
     assert len(aside) == 1 and aside[0].read_text() == old_entry
     history = tmp_path / "run" / "warmup" / "eval_history.jsonl"
     assert not history.exists() or old_entry not in history.read_text()
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints and models carry the fingerprint of the config that trained them (issue 15)
+
+
+def test_checkpoints_of_another_config_copied_into_a_run_are_refused(trained_run, tiny_bench, tmp_path,
+                                                                     capsys):
+    """``started.json`` says this config started the stage, but the checkpoints in the folder were copied
+    from a run of another config: their own fingerprint says so, and they are not resumed."""
+    from cpsl_tf.config import load_config
+    from cpsl_tf.training.stages import stage_fingerprint
+
+    _, run = trained_run
+    copy_run(run, tmp_path / "run")
+    config = write_config(tmp_path / "other.json", tiny_config(tiny_bench, {"warmup": {"lr": 0.5}}))
+    other = stage_fingerprint(load_config(config), "warmup")
+    (tmp_path / "run" / "warmup" / "started.json").write_text(json.dumps({"fingerprint": other}))
+    code = main(["--config", str(config), "--run-dir", str(tmp_path / "run"), "--stage", "warmup"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    checkpoint = tmp_path / "run" / "warmup" / "checkpoints" / "ckpt-2"
+    assert f"checkpoint {checkpoint} was written under another config" in err and f"stage's is {other}" in err
+    assert "--stage warmup --force" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_resume_refuses_a_checkpoint_beyond_the_stage_and_a_damaged_one(tmp_path):
+    """A checkpoint without a stored fingerprint (as before they were stored) is still refused when its
+    step is beyond the stage's length; a truncated one is named as damaged."""
+    step = tf.Variable(12, dtype=tf.int64)
+    folder = tmp_path / "cpsl" / "checkpoints"
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(stage_step=step), str(folder), max_to_keep=2)
+    path = manager.save(checkpoint_number=12)
+    target = tf.train.Checkpoint(stage_step=tf.Variable(0, dtype=tf.int64))
+    beyond = r"ckpt-12 is at step 12, beyond this stage's 2 steps.*--stage cpsl --force"
+    with pytest.raises(StageError, match=beyond):
+        resume(target, path, "0123456789abcdef", total_steps=2)
+    resume(target, path, "0123456789abcdef", total_steps=12)
+    assert int(target.stage_step) == 12
+    data = next(folder.glob("ckpt-12.data-*"))
+    data.write_bytes(data.read_bytes()[:4])
+    with pytest.raises(StageError, match=r"checkpoint .*ckpt-12 is damaged \(.+\); move .*checkpoints away"):
+        resume(target, path, None, total_steps=12)
+
+
+def test_a_truncated_training_checkpoint_is_named_as_damaged(trained_run, tiny_bench, tmp_path, capsys):
+    _, run = trained_run
+    copy_run(run, tmp_path / "run")
+    index = tmp_path / "run" / "warmup" / "checkpoints" / "ckpt-2.index"
+    index.write_bytes(index.read_bytes()[:40])
+    config = write_config(tmp_path / "tiny.json", tiny_config(tiny_bench))
+    code = main(["--config", str(config), "--run-dir", str(tmp_path / "run"), "--stage", "warmup"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"checkpoint {index.with_suffix('')} is damaged" in err and "--force" in err
+
+
+def test_a_model_of_another_config_is_refused_by_the_next_stage(trained_run, tiny_bench, tmp_path, capsys):
+    """Same class count, another warm-up learning rate: the sidecar's fingerprint tells them apart."""
+    store_index = tmp_path / "run" / "pseudo" / "soft" / "index.json"
+    code, err = run_stage(tmp_path, capsys, tiny_bench, {"warmup": {"lr": 0.5}}, "pseudo", trained_run)
+    assert code == 2
+    model = tmp_path / "run" / "warmup" / "model.weights.h5"
+    assert f"{model} was trained under another config" in err and "re-run stage warmup" in err
+    assert store_index.exists()
+
+
+def test_a_truncated_model_is_named_as_damaged_and_re_running_its_stage_mends_it(trained_run, tiny_bench,
+                                                                                   tmp_path, capsys):
+    _, run = trained_run
+    copy_run(run, tmp_path / "run")
+    model = tmp_path / "run" / "warmup" / "model.weights.h5"
+    model.write_bytes(model.read_bytes()[:1000])
+    config = write_config(tmp_path / "tiny.json", tiny_config(tiny_bench))
+    command = ["--config", str(config), "--run-dir", str(tmp_path / "run"), "--stage"]
+    assert main([*command, "pseudo"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{model}: the weights file is damaged" in err and "--stage warmup" in err
+    # What the message says to do: the warm-up resumes at its last step and writes its model again.
+    assert main([*command, "warmup"]) == 0
+    assert main([*command, "pseudo"]) == 0
