@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -213,6 +215,84 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------------
+# Bounds of the numeric keys
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values a numeric key (or every entry of a numeric list) may take: always finite, and within
+    ``low``/``high`` where given (``open_low``/``open_high`` exclude the limit itself)."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def allows(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def describe(self, integer: bool) -> str:
+        if self.low is not None and self.high is not None:
+            return (f"{'an integer' if integer else 'a number'} in {'(' if self.open_low else '['}"
+                    f"{self.low:g}, {self.high:g}{')' if self.open_high else ']'}")
+        if integer:
+            return f"an integer of at least {self.low:g}" if self.low is not None else "an integer"
+        if self.low == 0:
+            return "positive and finite" if self.open_low else "non-negative and finite"
+        return "a finite number" if self.low is None else f"a finite number >= {self.low:g}"
+
+
+FINITE, POSITIVE, NON_NEGATIVE = Bound(), Bound(0, open_low=True), Bound(0)
+PROBABILITY, BELOW_ONE = Bound(0, 1), Bound(0, 1, open_high=True)
+
+
+def at_least(low: int) -> Bound:
+    return Bound(low)
+
+
+# Every numeric key of Config (for a list, each entry). Rates are positive, weights and counts of steps
+# non-negative, momenta and probabilities in [0, 1]; validate() adds the checks that relate keys.
+BOUNDS: dict[str, Bound] = {
+    "data.num_classes": at_least(1),
+    "data.source_size": at_least(1), "data.target_size": at_least(1), "data.crop_size": at_least(1),
+    "data.scale_range": POSITIVE,
+    "data.benchmark.seed": at_least(0), "data.benchmark.shift": PROBABILITY,
+    "data.benchmark.height": at_least(32), "data.benchmark.width": at_least(32),
+    "data.benchmark.num_source": at_least(1), "data.benchmark.num_target_train": at_least(1),
+    "data.benchmark.num_target_val": at_least(1),
+    "model.base_width": at_least(8), "model.head_channels": at_least(32), "model.se_reduction": at_least(1),
+    "model.dropout": BELOW_ONE, "model.aspp_rates": at_least(1), "model.input_mean": FINITE,
+    "model.input_std": POSITIVE, "model.bn_momentum": PROBABILITY, "model.bn_epsilon": POSITIVE,
+    "train.batch_size": at_least(1), "train.lr": POSITIVE, "train.head_lr": POSITIVE,
+    "train.momentum": BELOW_ONE, "train.weight_decay": NON_NEGATIVE, "train.poly_power": NON_NEGATIVE,
+    "train.seed": at_least(0), "train.gradient_accumulation_steps": at_least(1),
+    "train.checkpoint_every": at_least(1), "train.eval_every": at_least(1), "train.log_every": at_least(1),
+    "warmup.iterations": at_least(0), "warmup.lr": POSITIVE, "warmup.adversarial_weight": NON_NEGATIVE,
+    "warmup.discriminator_lr": POSITIVE,
+    "cpsl.iterations": at_least(0), "cpsl.lambda_sl": NON_NEGATIVE, "cpsl.lambda_reg": NON_NEGATIVE,
+    "cpsl.tau": POSITIVE, "cpsl.epsilon": POSITIVE, "cpsl.sinkhorn_iterations": at_least(1),
+    "cpsl.bank_size": at_least(0), "cpsl.pixels_per_image": at_least(1), "cpsl.ema_momentum": PROBABILITY,
+    "cpsl.alignment_momentum": PROBABILITY, "cpsl.self_labeling_lr_scale": NON_NEGATIVE,
+    "cpsl.rectify_threshold": BELOW_ONE, "cpsl.cutmix_prob": PROBABILITY,
+    # Two distillation stages exist (distill1, distill2).
+    "distill.rounds": Bound(0, 2), "distill.iterations": at_least(0), "distill.lr": POSITIVE,
+    "distill.head_lr": POSITIVE, "distill.threshold": BELOW_ONE, "distill.kd_weight": NON_NEGATIVE,
+    "eval.batch_size": at_least(1), "eval.report_subsets": at_least(1),
+    "export.opset": Bound(7, 21), "export.height": at_least(1), "export.width": at_least(1),
+    "export.max_abs_logit_diff": NON_NEGATIVE, "export.min_argmax_agreement": PROBABILITY,
+    "export.calibration_images": at_least(1),
+}
+
+# A config file must say what it trains on and at which size: these keys have no default that fits more
+# than one dataset. Every other key may be left out and takes the paper's setting (the defaults above).
+REQUIRED_KEYS = ("data.source", "data.target", "data.source_size", "data.target_size", "data.crop_size")
+
+
+# --------------------------------------------------------------------------------------------------
 # Loading and type checking
 
 
@@ -306,16 +386,20 @@ def _parse_override(text: str, source: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _set_key(raw: dict, path: list[str], value: Any, source: str) -> None:
+    node = raw
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: '{'.'.join(path)}' does not name a config key")
+    node[path[-1]] = value
+
+
 def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:
     """Apply ``section.key=value`` overrides (values parsed as JSON, else taken as strings)."""
     for text in overrides:
         path, value = _parse_override(text, source)
-        node = raw
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{source}: '{'.'.join(path)}' does not name a config key")
-        node[path[-1]] = value
+        _set_key(raw, path, value, source)
     return raw
 
 
@@ -324,56 +408,48 @@ def _require(ok: bool, source: str, key: str, expected: str, value: Any) -> None
         raise ConfigError(f"{source}: key '{key}' must be {expected}, got {value!r}")
 
 
+def _lookup(cfg: Config, key: str) -> Any:
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _check_bounds(cfg: Config, source: str) -> None:
+    for key, bound in BOUNDS.items():
+        value = _lookup(cfg, key)
+        entries = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, entry in entries:
+            _require(bound.allows(entry), source, key if index is None else f"{key}[{index}]",
+                     bound.describe(integer=isinstance(entry, int)), entry)
+
+
 def validate(cfg: Config, source: str = "config") -> Config:
-    """Reject impossible values, naming the key and what was expected."""
-    d, m, t, c = cfg.data, cfg.model, cfg.train, cfg.cpsl
+    """Reject impossible values, naming the key and what was expected: the bounds of :data:`BOUNDS`, then
+    the checks that relate keys."""
+    d, m, c = cfg.data, cfg.model, cfg.cpsl
     # The run folder is <train.run_dir>/<name>: a separator or '..' in the name would put it elsewhere.
     _require(cfg.name not in ("", ".", "..") and not any(sep in cfg.name for sep in "/\\")
              and cfg.name.isprintable() and cfg.name == cfg.name.strip(), source, "name",
              "a plain folder name (it names the run folder under train.run_dir): not empty, '.' or '..', no "
              "'/' or '\\', no control characters or surrounding spaces", cfg.name)
+    for key, value, form in (("data.source_size", d.source_size, "[height, width]"),
+                             ("data.target_size", d.target_size, "[height, width]"),
+                             ("data.crop_size", d.crop_size, "[height, width]"),
+                             ("data.scale_range", d.scale_range, "[low, high]")):
+        _require(len(value) == 2, source, key, form, value)
+    _check_bounds(cfg, source)
     _require(d.num_classes in SUPPORTED_NUM_CLASSES, source, "data.num_classes",
              f"one of {SUPPORTED_NUM_CLASSES}", d.num_classes)
-    for key, value in (("data.source_size", d.source_size), ("data.target_size", d.target_size),
-                       ("data.crop_size", d.crop_size), ("export.height/width",
-                                                         [cfg.export.height, cfg.export.width])):
-        _require(len(value) == 2 and all(v > 0 for v in value), source, key,
-                 "[height, width] with positive entries", value)
-    _require(len(d.scale_range) == 2 and 0 < d.scale_range[0] <= d.scale_range[1], source,
-             "data.scale_range", "[low, high] with 0 < low <= high", d.scale_range)
-    _require(m.base_width >= 8 and m.base_width % 8 == 0, source, "model.base_width",
-             "a positive multiple of 8", m.base_width)
-    _require(m.head_channels >= 32 and m.head_channels % 32 == 0, source, "model.head_channels",
+    _require(d.scale_range[0] <= d.scale_range[1], source, "data.scale_range", "[low, high] with low <= high",
+             d.scale_range)
+    _require(m.base_width % 8 == 0, source, "model.base_width", "a positive multiple of 8", m.base_width)
+    _require(m.head_channels % 32 == 0, source, "model.head_channels",
              "a positive multiple of 32 (GroupNorm uses 32 groups)", m.head_channels)
-    _require(0.0 <= m.dropout < 1.0, source, "model.dropout", "in [0, 1)", m.dropout)
-    _require(len(m.input_mean) == 3 and len(m.input_std) == 3 and all(s > 0 for s in m.input_std),
-             source, "model.input_mean/input_std", "three values each, std > 0",
-             [m.input_mean, m.input_std])
-    _require(t.batch_size >= 1, source, "train.batch_size", "at least 1", t.batch_size)
-    for key in ("lr", "head_lr", "weight_decay"):
-        _require(getattr(t, key) >= 0, source, f"train.{key}", "non-negative", getattr(t, key))
-    _require(0.0 <= t.momentum < 1.0, source, "train.momentum", "in [0, 1)", t.momentum)
-    _require(t.gradient_accumulation_steps >= 1, source, "train.gradient_accumulation_steps",
-             "at least 1", t.gradient_accumulation_steps)
-    for key in ("checkpoint_every", "eval_every", "log_every"):
-        _require(getattr(t, key) >= 1, source, f"train.{key}", "at least 1", getattr(t, key))
-    for section, key in (("warmup", "iterations"), ("cpsl", "iterations"), ("distill", "iterations")):
-        value = getattr(getattr(cfg, section), key)
-        _require(value >= 0, source, f"{section}.{key}", "non-negative", value)
-    _require(c.tau > 0, source, "cpsl.tau", "positive", c.tau)
-    _require(c.self_labeling_lr_scale >= 0, source, "cpsl.self_labeling_lr_scale", "non-negative",
-             c.self_labeling_lr_scale)
-    _require(c.epsilon > 0, source, "cpsl.epsilon", "positive", c.epsilon)
-    _require(c.sinkhorn_iterations >= 1, source, "cpsl.sinkhorn_iterations", "at least 1",
-             c.sinkhorn_iterations)
-    _require(c.pixels_per_image >= 1, source, "cpsl.pixels_per_image", "at least 1",
-             c.pixels_per_image)
-    _require(c.bank_size >= 0 and c.bank_size % max(1, c.pixels_per_image) == 0, source,
-             "cpsl.bank_size", "a non-negative multiple of cpsl.pixels_per_image", c.bank_size)
-    for key in ("ema_momentum", "alignment_momentum", "cutmix_prob"):
-        _require(0.0 <= getattr(c, key) <= 1.0, source, f"cpsl.{key}", "in [0, 1]", getattr(c, key))
-    _require(0.0 <= c.rectify_threshold < 1.0, source, "cpsl.rectify_threshold", "in [0, 1)",
-             c.rectify_threshold)
+    _require(len(m.input_mean) == 3 and len(m.input_std) == 3, source, "model.input_mean/input_std",
+             "three values each", [m.input_mean, m.input_std])
+    _require(c.bank_size % c.pixels_per_image == 0, source, "cpsl.bank_size",
+             "a non-negative multiple of cpsl.pixels_per_image", c.bank_size)
     _require(c.marginal == "pseudo" or (c.class_balanced and not c.equal_partition), source, "cpsl.marginal",
              "'pseudo' with cpsl.equal_partition or without cpsl.class_balanced (both make r uniform)",
              c.marginal)
@@ -383,18 +459,9 @@ def validate(cfg: Config, source: str = "config") -> Config:
             _require(getattr(c, key) == default, source, f"cpsl.{key}",
                      f"{str(default).lower()} under cpsl.preset=official (the ablations run with the paper "
                      "preset)", getattr(c, key))
-    _require(cfg.distill.rounds >= 0, source, "distill.rounds", "non-negative", cfg.distill.rounds)
-    _require(0.0 <= cfg.distill.threshold < 1.0, source, "distill.threshold", "in [0, 1)",
-             cfg.distill.threshold)
     _require(all(s in SUPPORTED_NUM_CLASSES and s <= d.num_classes for s in cfg.eval.report_subsets),
              source, "eval.report_subsets", f"class counts from {SUPPORTED_NUM_CLASSES} no larger "
              "than data.num_classes", cfg.eval.report_subsets)
-    _require(7 <= cfg.export.opset <= 21, source, "export.opset", "an ONNX opset in [7, 21]",
-             cfg.export.opset)
-    b = d.benchmark
-    _require(b.height >= 32 and b.width >= 32, source, "data.benchmark.height/width",
-             "at least 32 pixels each", [b.height, b.width])
-    _require(0.0 <= b.shift <= 1.0, source, "data.benchmark.shift", "in [0, 1]", b.shift)
     return cfg
 
 
@@ -419,10 +486,38 @@ def _with_preset(raw: dict, explicit: set[str]) -> dict:
     return {**raw, "cpsl": {**cpsl, **preset}}
 
 
-def config_from_dict(raw: dict, source: str = "config") -> Config:
+def validate_for_training(cfg: Config, source: str = "config") -> Config:
+    """What only training needs besides :func:`validate`: each training crop is cut from an image resized to
+    data.source_size or data.target_size, so it must fit inside both. (Evaluation reads the images at
+    data.target_size and never crops: a smaller target size is fine there.)"""
+    d = cfg.data
+    _require(all(crop <= min(s, t) for crop, s, t in zip(d.crop_size, d.source_size, d.target_size)), source,
+             "data.crop_size", f"no larger than data.source_size {d.source_size} and data.target_size "
+             f"{d.target_size} in each dimension (training cuts it from those images)", d.crop_size)
+    return cfg
+
+
+def config_from_dict(raw: dict, source: str = "config", required: tuple[str, ...] = ()) -> Config:
+    """Type-check ``raw``, check that it sets the ``required`` dotted keys, and validate it."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a JSON object")
-    return validate(_build(Config, raw, "", source), source)
+        raise ConfigError(f"{source}: the top level must be a JSON object, got {type(raw).__name__}")
+    cfg = _build(Config, raw, "", source)
+    missing = [key for key in required if not _is_set(raw, key)]
+    if missing:
+        section = missing[0].split(".")[0]
+        what = f"no '{section}' section" if section not in raw else f"no key {', '.join(map(repr, missing))}"
+        raise ConfigError(f"{source}: {what}; a config file must set {', '.join(required)} (the datasets and "
+                          "their sizes); every other key may be left out and takes the paper's setting")
+    return validate(cfg, source)
+
+
+def _is_set(raw: dict, key: str) -> bool:
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def read_json(path: str | Path) -> dict:
@@ -430,20 +525,32 @@ def read_json(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object ({{...}}), got {type(raw).__name__}")
+    return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a JSON config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                quick: bool = False, training: bool = False) -> Config:
+    """Load a JSON config (or the defaults when ``path`` is None) and apply ``--set`` overrides.
+
+    A file must set :data:`REQUIRED_KEYS`. ``quick`` shrinks the config to a smoke run (:func:`shrink`); the
+    overrides still win over the values shrinking sets. ``training`` adds :func:`validate_for_training`.
+    """
     raw = read_json(path) if path is not None else {}
     source = str(path) if path is not None else "defaults"
     if overrides:
         raw = apply_overrides(raw, overrides, f"{source} --set")
         source += " (with --set overrides)"
     explicit = {text.split("=", 1)[0].strip() for text in overrides or []}
-    return config_from_dict(_with_preset(raw, explicit), source)
+    cfg = config_from_dict(_with_preset(raw, explicit), source, REQUIRED_KEYS if path is not None else ())
+    if quick:
+        source += " shrunk by --quick"
+        cfg = shrink(cfg, keep=explicit, source=source)
+    return validate_for_training(cfg, source) if training else cfg
 
 
 def to_dict(cfg: Config) -> dict:
@@ -456,35 +563,37 @@ def save_config(cfg: Config, path: str | Path) -> None:
     atomic_write_text(path, json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
-def shrink(cfg: Config) -> Config:
-    """A smoke-run version of any config: a few steps, tiny crops, a tiny model, a tiny bank.
+# What shrink() sets: a few steps, tiny crops, a tiny model, a tiny bank.
+SMOKE = {
+    "data.source_size": [64, 128], "data.target_size": [64, 128], "data.crop_size": [64, 96],
+    "data.benchmark.height": 64, "data.benchmark.width": 128, "data.benchmark.num_source": 16,
+    "data.benchmark.num_target_train": 16, "data.benchmark.num_target_val": 8,
+    "model.backbone": "resnet18", "model.base_width": 8, "model.head_channels": 32,
+    "model.aspp_rates": [1, 2], "model.imagenet_weights": False,
+    "train.batch_size": 2, "train.checkpoint_every": 2, "train.eval_every": 2, "train.log_every": 1,
+    "warmup.iterations": 2, "cpsl.iterations": 2, "cpsl.bank_size": 64, "cpsl.pixels_per_image": 16,
+    "distill.iterations": 2, "eval.batch_size": 2,
+    "export.height": 64, "export.width": 128, "export.calibration_images": 4,
+}
 
-    A generated benchmark is written to ``<folder>-smoke`` beside the configured one, so a smoke run never
-    replaces the full benchmark.
+
+def shrink(cfg: Config, keep: Collection[str] = (), source: str = "smoke config") -> Config:
+    """A smoke-run version of any config (:data:`SMOKE`, and the name gains ``-smoke``); the dotted keys in
+    ``keep`` (those set explicitly) keep their values.
+
+    A generated benchmark is written to ``<folder>-smoke`` beside the configured one, even when its folders
+    were set explicitly, so a smoke run never replaces the full benchmark.
     """
-    small = dataclasses.replace
-
     def smoke_root(root: str) -> str:  # <folder>/source -> <folder>-smoke/source
         folder = Path(root).parent
         return str(folder.with_name(folder.name + "-smoke") / Path(root).name)
 
-    roots = {}
+    raw = to_dict(cfg)
+    changes = {"name": cfg.name + "-smoke", **SMOKE}
+    for key, value in changes.items():
+        if key not in keep:
+            _set_key(raw, key.split("."), value, source)
     if "bench" in (cfg.data.source, cfg.data.target):
-        roots = {"source_root": smoke_root(cfg.data.source_root),
-                 "target_root": smoke_root(cfg.data.target_root)}
-    cfg = small(
-        cfg,
-        name=cfg.name + "-smoke",
-        data=small(cfg.data, source_size=[64, 128], target_size=[64, 128], crop_size=[64, 96],
-                   benchmark=small(cfg.data.benchmark, height=64, width=128, num_source=16,
-                                   num_target_train=16, num_target_val=8), **roots),
-        model=small(cfg.model, backbone="resnet18", base_width=8, head_channels=32,
-                    aspp_rates=[1, 2], imagenet_weights=False),
-        train=small(cfg.train, batch_size=2, checkpoint_every=2, eval_every=2, log_every=1),
-        warmup=small(cfg.warmup, iterations=2),
-        cpsl=small(cfg.cpsl, iterations=2, bank_size=64, pixels_per_image=16),
-        distill=small(cfg.distill, iterations=2),
-        eval=small(cfg.eval, batch_size=2),
-        export=small(cfg.export, height=64, width=128, calibration_images=4),
-    )
-    return validate(cfg, "smoke config")
+        raw["data"]["source_root"] = smoke_root(cfg.data.source_root)
+        raw["data"]["target_root"] = smoke_root(cfg.data.target_root)
+    return config_from_dict(raw, source)

@@ -1,8 +1,10 @@
+import dataclasses
 import json
+import typing
 
 import pytest
 
-from cpsl_tf.config import ConfigError, load_config, shrink
+from cpsl_tf.config import BOUNDS, Config, ConfigError, CPSLConfig, load_config, shrink
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.json"))
@@ -46,7 +48,7 @@ def test_overrides_are_typed():
         ("train.batch_size=two", "'train.batch_size' must be an integer"),
         ("train.batch_size=2.5", "'train.batch_size' must be an integer"),
         ("cpsl.preset=mine", "'cpsl.preset' must be one of 'paper', 'official'"),
-        ("cpsl.tau=0", "'cpsl.tau' must be positive"),
+        ("cpsl.tau=0", "'cpsl.tau' must be positive and finite"),
         ("data.num_classes=20", "'data.num_classes' must be one of"),
         ("cpsl.bank_size=1000", "multiple of cpsl.pixels_per_image"),
         ("data.crop_size=[512]", "'data.crop_size' must be [height, width]"),
@@ -105,3 +107,121 @@ def test_ground_truth_marginal_needs_a_class_balanced_partition():
     assert cfg.cpsl.marginal == "ground_truth"
     with pytest.raises(ConfigError, match="'cpsl.marginal' must be 'pseudo' with cpsl.equal_partition"):
         load_config(REPO / "configs/bench.json", ["cpsl.marginal=ground_truth", "cpsl.equal_partition=true"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=-1e-4", "'train.lr' must be positive and finite, got -0.0001"),
+    ("train.lr=NaN", "'train.lr' must be positive and finite, got nan"),
+    ("train.lr=Infinity", "'train.lr' must be positive and finite, got inf"),
+    ("warmup.lr=-Infinity", "'warmup.lr' must be positive and finite, got -inf"),
+    ("train.lr=nan", "'train.lr' must be a number, got 'nan'"),
+    ("cpsl.lambda_sl=-0.1", "'cpsl.lambda_sl' must be non-negative and finite, got -0.1"),
+    ("cpsl.lambda_reg=-5", "'cpsl.lambda_reg' must be non-negative and finite, got -5.0"),
+    ("distill.kd_weight=-1", "'distill.kd_weight' must be non-negative and finite, got -1.0"),
+    ("cpsl.ema_momentum=1.5", "'cpsl.ema_momentum' must be a number in [0, 1], got 1.5"),
+    ("model.bn_momentum=-0.1", "'model.bn_momentum' must be a number in [0, 1], got -0.1"),
+    ("cpsl.cutmix_prob=2", "'cpsl.cutmix_prob' must be a number in [0, 1], got 2.0"),
+    ("distill.rounds=3", "'distill.rounds' must be an integer in [0, 2], got 3"),
+    ("data.benchmark.num_source=0", "'data.benchmark.num_source' must be an integer of at least 1, got 0"),
+    ("model.aspp_rates=[6, 0]", "'model.aspp_rates[1]' must be an integer of at least 1, got 0"),
+])
+def test_impossible_values_are_refused_naming_key_value_and_bound(override, message):
+    with pytest.raises(ConfigError, match="bench.json") as err:
+        load_config(REPO / "configs/bench.json", [override])
+    assert f"key {message}" in str(err.value)
+
+
+def test_a_crop_larger_than_the_images_is_refused_for_training():
+    bench = REPO / "configs/bench.json"
+    with pytest.raises(ConfigError, match=r"bench.json \(with --set overrides\): key 'data.crop_size' must "
+                       r"be no larger than data.source_size \[96, 192\] and data.target_size \[96, 192\] in "
+                       r"each dimension \(training cuts it from those images\), got \[200, 400\]"):
+        load_config(bench, ["data.crop_size=[200, 400]"], training=True)
+    with pytest.raises(ConfigError, match=r"'data.crop_size' must be no larger .*target_size \[48, 96\]"):
+        load_config(bench, ["data.target_size=[48, 96]"], training=True)
+    # Evaluation reads the images at data.target_size and never crops.
+    assert load_config(bench, ["data.target_size=[48, 96]"]).data.target_size == [48, 96]
+
+
+def test_nan_and_infinity_literals_in_a_file_are_refused(tmp_path):
+    raw = json.loads((REPO / "configs/bench.json").read_text())
+    raw["train"]["lr"] = float("nan")
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(raw))  # json writes the literal NaN, which json.loads accepts
+    assert "NaN" in path.read_text()
+    with pytest.raises(ConfigError, match=r"nan.json: key 'train.lr' must be positive and finite, got nan"):
+        load_config(path)
+    raw["train"]["lr"], raw["warmup"]["discriminator_lr"] = 1e-3, float("inf")
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"'warmup.discriminator_lr' must be positive and finite, got inf"):
+        load_config(path)
+
+
+def _numeric_keys(cls, prefix=""):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, key = hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from _numeric_keys(tp, key + ".")
+        elif tp in (int, float) or typing.get_args(tp) in ((int,), (float,)):
+            yield key
+
+
+def test_every_numeric_key_has_a_bound():
+    assert sorted(set(_numeric_keys(Config)) - set(BOUNDS)) == []
+    assert sorted(set(BOUNDS) - set(_numeric_keys(Config))) == []
+
+
+def test_a_config_file_must_name_its_data(tmp_path):
+    raw = json.loads((REPO / "configs/bench.json").read_text())
+    del raw["data"]
+    path = tmp_path / "nodata.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"nodata.json: no 'data' section; a config file must set data"):
+        load_config(path)
+    raw["data"] = {"source": "bench", "target": "bench"}
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"no key 'data.source_size', 'data.target_size', 'data.crop_size'"):
+        load_config(path)
+    # Every other section may be left out: it takes the paper's settings.
+    path.write_text(json.dumps({"data": json.loads((REPO / "configs/bench.json").read_text())["data"]}))
+    assert load_config(path).cpsl.lambda_sl == CPSLConfig().lambda_sl
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"bench"', "3", "null"])
+def test_a_config_that_is_not_an_object_gives_one_error_line(tmp_path, capsys, content):
+    from cpsl_tf.training.cli import main
+
+    path = tmp_path / "list.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=r"list.json: the top level must be a JSON object"):
+        load_config(path)
+    assert main(["--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "the top level must be a JSON object" in err and "Traceback" not in err
+
+
+def test_quick_keeps_explicit_set_values(tmp_path, monkeypatch):
+    """scripts/train.py --quick --set ...: the stages get the --set values, the rest shrunk."""
+    from cpsl_tf.training import cli
+
+    given = []
+    monkeypatch.setattr(cli, "run_stages", lambda cfg, run_dir, **kwargs: given.append(cfg) or {})
+    sets = ["warmup.iterations=7", "train.batch_size=3", "train.checkpoint_every=5",
+            "cpsl.pixels_per_image=32", "data.source_root=elsewhere/b/source",
+            "data.target_root=elsewhere/b/target"]
+    assert cli.main(["--config", str(REPO / "configs/bench.json"), "--quick", "--run-dir", str(tmp_path),
+                     *(arg for s in sets for arg in ("--set", s))]) == 0
+    (cfg,) = given
+    assert (cfg.warmup.iterations, cfg.train.batch_size, cfg.train.checkpoint_every) == (7, 3, 5)
+    assert cfg.cpsl.pixels_per_image == 32
+    # What was not set explicitly is shrunk; a generated benchmark still goes to a -smoke folder.
+    assert cfg.cpsl.iterations == 2 and cfg.model.backbone == "resnet18" and cfg.train.eval_every == 2
+    assert cfg.data.source_root == "elsewhere/b-smoke/source"
+    assert cfg.data.target_root == "elsewhere/b-smoke/target"
+
+
+def test_quick_help_says_that_set_wins():
+    from cpsl_tf.training.cli import build_parser
+
+    assert "--set still wins" in " ".join(build_parser().format_help().split())

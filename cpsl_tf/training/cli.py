@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cpsl_tf.config import ConfigError, load_config, shrink
+from cpsl_tf.config import ConfigError, load_config
 from cpsl_tf.training.stages import STAGES, StageError, run_stages, stage_table
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bench.json"
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="re-run from this stage on, training afresh (old checkpoints are kept aside)")
     parser.add_argument("--run-dir", type=Path, help="run folder (default: <train.run_dir>/<config name>)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: shrink the config (tiny model, few steps, few images)")
+                        help="smoke run: shrink the config (tiny model, few steps, few images); a --set "
+                             "still wins over what shrinking sets (e.g. --quick --set warmup.iterations=10)")
     parser.add_argument("--force", action="store_true",
                         help="re-run the selected stages afresh even if they finished")
     return parser
@@ -37,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, args.overrides)
-        if args.quick:
-            cfg = shrink(cfg)
+        cfg = load_config(args.config, args.overrides, quick=args.quick, training=True)
         run_dir = args.run_dir or Path(cfg.train.run_dir) / cfg.name
         results = run_stages(cfg, run_dir, only=args.stage, start=args.start, force=args.force)
     except (ConfigError, StageError) as err:
