@@ -224,9 +224,14 @@ class PseudoLabelStore:
         self._shards = index["shards"]
         self._records = {name: tuple(r) for name, r in index["records"].items()}
         self._dtype = ENCODINGS[self.encoding]
+        self._map_bytes = int(np.prod(self.shape)) * self.num_classes * np.dtype(self._dtype).itemsize
         self._maps: dict[int, mmap.mmap] = {}
         self._lock = threading.Lock()  # tf.data calls lookup() from several threads
         self._check_shards()
+        # One map read now: an index whose shape disagrees with its maps stops here, not in training.
+        first = next(iter(self._records), None)
+        if first is not None:
+            self.get(first)
 
     def _check_shards(self) -> None:
         ends = [0] * len(self._shards)
@@ -283,7 +288,17 @@ class PseudoLabelStore:
                            f"e.g. {self.names[:3]})")
         shard, offset, size = record
         data = self._shard_map(shard)[offset:offset + size]
-        raw = zlib.decompress(data) if self.compression else data
+        damaged = (f"pseudo-label store {self.root} is damaged: the map of {name!r} in shard "
+                   f"{self._shards[shard]}")
+        try:
+            raw = zlib.decompress(data) if self.compression else data
+        except zlib.error as error:
+            raise PseudoStoreError(f"{damaged} cannot be decompressed ({error}); re-run the 'pseudo' "
+                                   "stage") from error
+        if len(raw) != self._map_bytes:
+            raise PseudoStoreError(f"{damaged} holds {len(raw)} bytes, but {INDEX_NAME} describes "
+                                   f"{self.shape[0]}x{self.shape[1]}x{self.num_classes} {self.encoding} maps "
+                                   f"({self._map_bytes} bytes); re-run the 'pseudo' stage")
         stored = np.frombuffer(raw, dtype=self._dtype).reshape(*self.shape, self.num_classes)
         return _decode(stored, self.encoding)
 

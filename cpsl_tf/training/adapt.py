@@ -16,7 +16,7 @@ from cpsl_tf.models.checkpoint import save_model_checkpoint
 from cpsl_tf.training.callbacks import StageEvaluation
 from cpsl_tf.training.inputs import stage_samples
 from cpsl_tf.training.loop import fit_resumable
-from cpsl_tf.training.pseudo import load_adaptation_inputs, load_stage_model
+from cpsl_tf.training.pseudo import load_adaptation_inputs, load_stage_model, output_shape
 from cpsl_tf.training.stages import RunContext, StageError, stage_fingerprint
 from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
 from cpsl_tf.training.warmup import build_segmentation_optimizer, checkpoint_meta, evaluate_on_target
@@ -96,6 +96,8 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
         distribution = ground_truth_marginal(samples.target_train, cfg.data.num_classes)
     with training_scope(cfg.train):
         model = build_cpsl_model(ctx, prototypes, distribution)
+    # The store must hold this network's output maps: an index describing another shape is refused.
+    store.expect(shape=output_shape(model.student, cfg))
 
     def make_dataset(start_batch: int):
         return make_training_dataset(samples.source, samples.target_train, cfg, cfg.train.seed,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cpsl_tf.data.pseudo_store import PseudoLabelStore, PseudoLabelWriter, PseudoStoreError
+from cpsl_tf.training.stages import known_failure
 from tests.conftest import REPO
 
 
@@ -129,6 +133,40 @@ def test_bad_maps_and_damaged_shards_are_named(tmp_path, rng):
     shard.write_bytes(shard.read_bytes()[:-5])
     with pytest.raises(PseudoStoreError, match=f"damaged: shard {shard.name}"):
         PseudoLabelStore(tmp_path)
+
+
+def test_a_byte_flip_in_a_shard_is_named_with_what_to_do(tmp_path, rng):
+    with PseudoLabelWriter(tmp_path, 5, (6, 10)) as writer:
+        for name, probs in zip("abc", softmax_maps(rng, 3)):
+            writer.add(name, probs)
+    store = PseudoLabelStore(tmp_path)
+    _, offset, size = store._records["b"]
+    shard = next(tmp_path.glob("shard-*.bin"))
+    data = bytearray(shard.read_bytes())
+    data[offset + size // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    store = PseudoLabelStore(tmp_path)
+    message = (f"damaged: the map of 'b' in shard {shard.name} cannot be decompressed \\(.+\\); re-run the "
+               "'pseudo' stage$")
+    with pytest.raises(PseudoStoreError, match=message):
+        store.get("b")
+    # Read in training, through tf.data: the stage's error is that one line.
+    with pytest.raises(tf.errors.OpError) as raised:
+        list(tf.data.Dataset.from_tensor_slices(["a", "b"]).map(store.tf_lookup))
+    assert re.search(message, known_failure(raised.value))
+
+
+def test_an_index_whose_shape_disagrees_with_its_maps_is_refused(tmp_path, rng):
+    with PseudoLabelWriter(tmp_path, 5, (6, 10)) as writer:
+        writer.add("a", softmax_maps(rng, 1)[0])
+    index = json.loads((tmp_path / "index.json").read_text())
+    (tmp_path / "index.json").write_text(json.dumps(dict(index, shape=[5, 10])))
+    with pytest.raises(PseudoStoreError, match=r"holds 300 bytes, but index.json describes 5x10x5 uint8"):
+        PseudoLabelStore(tmp_path)
+    # The same number of values in another shape reads, so the reader names the shape it needs.
+    (tmp_path / "index.json").write_text(json.dumps(dict(index, shape=[10, 6])))
+    with pytest.raises(PseudoStoreError, match=r"map shape \[10, 6\] \(expected \[6, 10\]\)"):
+        PseudoLabelStore(tmp_path).expect(shape=(6, 10))
 
 
 def test_bytes_per_cityscapes_map(tmp_path, rng):

@@ -26,7 +26,7 @@ def run_stage(tmp_path, capsys, bench, change: dict, stage: str, trained) -> tup
 
 
 def test_store_of_another_resolution_is_refused_by_the_cpsl_stage(trained_run, tiny_bench, tmp_path, capsys):
-    change = {"data": {"target_size": [32, 64]}}
+    change = {"data": {"target_size": [32, 64], "crop_size": [32, 48]}}
     code, err = run_stage(tmp_path, capsys, tiny_bench, change, "cpsl", trained_run)
     assert code == 2
     assert "pseudo-label store" in err and "was written by another setting" in err
@@ -159,3 +159,25 @@ def test_a_truncated_model_is_named_as_damaged_and_re_running_its_stage_mends_it
     # What the message says to do: the warm-up resumes at its last step and writes its model again.
     assert main([*command, "warmup"]) == 0
     assert main([*command, "pseudo"]) == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The pseudo-label store is read, not trusted (issue 15)
+
+
+def test_a_store_index_whose_shape_disagrees_with_the_network_is_refused(trained_run, tiny_bench, tmp_path,
+                                                                         capsys):
+    """Height and width swapped in index.json: as many values per map, so the maps would read, cut into the
+    wrong shape."""
+    _, run = trained_run
+    copy_run(run, tmp_path / "run")
+    index_path = tmp_path / "run" / "pseudo" / "soft" / "index.json"
+    index = json.loads(index_path.read_text())
+    height, width = index["shape"]
+    index_path.write_text(json.dumps(dict(index, shape=[width, height])))
+    config = write_config(tmp_path / "tiny.json", tiny_config(tiny_bench))
+    code = main(["--config", str(config), "--run-dir", str(tmp_path / "run"), "--stage", "cpsl"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"map shape [{width}, {height}] (expected [{height}, {width}])" in err and "'pseudo' stage" in err
+    assert not (tmp_path / "run" / "cpsl" / "checkpoints").exists()
