@@ -123,6 +123,28 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         log.info("step %d: target-val mIoU %.2f MPA %.2f", entry["step"], 100 * entry["miou"],
                  100 * entry["mpa"])
 
+    def resume(self) -> None:
+        """Make the history agree with the step training resumes from: entries of later steps are dropped
+        (those steps run again and are evaluated again), and this step's evaluation is run if a kill between
+        its checkpoint and its evaluation lost it."""
+        step = int(self.step)
+        lines = self.history.read_text().splitlines() if self.history.exists() else []
+        kept, evaluated = [], set()
+        for line in lines:
+            try:
+                entry_step = int(json.loads(line)["step"])
+            except (ValueError, TypeError, KeyError):
+                log.warning("%s: dropped a damaged line: %r", self.history, line)
+                continue
+            if entry_step <= step:
+                kept.append(line)
+                evaluated.add(entry_step)
+        if kept != lines:
+            atomic_write_text(self.history, "".join(line + "\n" for line in kept))
+        if step and step % self.every == 0 and step not in evaluated:
+            log.info("step %d: evaluating the checkpoint whose evaluation was interrupted", step)
+            self._run()
+
     def on_train_batch_begin(self, batch, logs=None):
         weights_changed = getattr(self.evaluate, "weights_changed", None)
         if weights_changed is not None:

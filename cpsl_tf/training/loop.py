@@ -101,6 +101,10 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     if manager.latest_checkpoint:
         resume(checkpoint, manager.latest_checkpoint, fingerprint, total_steps)
         log.info("resumed %s at step %d from %s", stage_dir.name, int(step), manager.latest_checkpoint)
+    periodic = None
+    if chief and evaluate is not None and eval_every:
+        periodic = PeriodicEvaluation(step, evaluate, eval_every, stage_dir / EVAL_HISTORY)
+        periodic.resume()
     remaining = total_steps - int(step)
     if remaining <= 0:
         return 0
@@ -112,8 +116,8 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
         scratch = stage_dir / f".worker_{strategy.cluster_resolver.task_id}_checkpoints"
         manager = tf.train.CheckpointManager(checkpoint, str(scratch), max_to_keep=1)
     callbacks = [NonFiniteGuard(step), StepCheckpoint(step, manager, checkpoint_every)]
-    if chief and evaluate is not None and eval_every:
-        callbacks.append(PeriodicEvaluation(step, evaluate, eval_every, stage_dir / EVAL_HISTORY))
+    if periodic is not None:
+        callbacks.append(periodic)
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "tensorboard"), update_freq=50,
                                                      write_graph=False))

@@ -13,8 +13,9 @@ import time
 import tensorflow as tf
 
 from cpsl_tf.models.checkpoint import load_segmenter
+from cpsl_tf.training.cli import main
 from tests.conftest import REPO
-from tests.faults.conftest import tiny_config, write_config
+from tests.faults.conftest import copy_run, tiny_config, write_config
 
 ITERATIONS = 16
 
@@ -80,3 +81,19 @@ def test_sigkill_at_a_random_step_then_rerun_continues(tiny_bench, tmp_path):
     assert json.loads((run / "warmup" / "done.json").read_text())["fingerprint"]
     _, meta = load_segmenter(run / "warmup" / "model.weights.h5")
     assert meta["stage"] == "warmup" and meta["num_classes"] == 19
+
+
+def test_an_evaluation_a_kill_cut_off_from_its_checkpoint_is_run_on_resume(trained_run, tiny_bench, tmp_path):
+    """The trained run's warm-up was killed, so to speak, between its checkpoint of step 2 and that step's
+    evaluation (periodic every 2 steps); an entry of a later step, which the resumed run replays, is there
+    too. Resuming evaluates step 2 and drops the later entry: the history matches the checkpoint."""
+    _, run = trained_run
+    copy_run(run, tmp_path / "run")
+    history = tmp_path / "run" / "warmup" / "eval_history.jsonl"
+    history.write_text('{"step": 4, "miou": 0.9, "mpa": 0.9, "pa": 0.9}\n')
+    config = write_config(tmp_path / "tiny.json", tiny_config(tiny_bench, {"train": {"eval_every": 2}}))
+    assert main(["--config", str(config), "--run-dir", str(tmp_path / "run"), "--stage", "warmup"]) == 0
+    entries = [json.loads(line) for line in history.read_text().splitlines()]
+    assert [entry["step"] for entry in entries] == [2]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert entries[0]["miou"] == results["stages"]["warmup"]["miou"]
