@@ -35,7 +35,8 @@ def config_without_data(tmp_path: Path, name: str = "lock") -> Path:
     """A config whose stages stop at once (no data): enough to see whether a run gets past its lock."""
     raw = {"name": name, "train": {"run_dir": str(tmp_path / "runs")},
            "data": {"source": "gta5", "source_root": str(tmp_path / "no_gta5"), "target": "cityscapes",
-                    "target_root": str(tmp_path / "no_cityscapes")}}
+                    "target_root": str(tmp_path / "no_cityscapes"), "source_size": [64, 128],
+                    "target_size": [64, 128], "crop_size": [64, 96]}}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(raw))
     return path
