@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 from cpsl_tf.config import ConfigError, load_config
@@ -44,6 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception:
+        traceback.print_exc()  # a bug: its traceback is wanted
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; the same command resumes from the last checkpoint", file=sys.stderr)
+        return 130
+    finally:
+        # A failed stage's traceback holds its tf.data iterator in reference cycles. Left to the collection
+        # at interpreter shutdown, the iterator's destructor waits for its tf.numpy_function readers, which
+        # can no longer take the GIL then: the process hung or aborted after printing its error. Collected
+        # here, with the interpreter still running, the readers finish and the process exits.
+        gc.collect()
     print(stage_table(results))
     print(f"results: {run_dir / 'results.json'}")
     return 0
