@@ -20,49 +20,92 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or Inf; the message names the step and the term."""
 
 
+class NonFiniteWeightsError(NonFiniteLossError):
+    """The weights became NaN or Inf while the logged loss terms stayed finite (an update that diverged, or
+    BatchNorm statistics that overflowed); the message names the step and the tensors. It stops a stage as a
+    non-finite loss does."""
+
+
+class FiniteCheck:
+    """Names the floating-point ``variables`` that hold a NaN or an Inf: one reduction per variable, run only
+    when asked (before a checkpoint is written, after one is restored). Eager: 0.1 s for the 549 tensors of
+    the ResNet-101 segmenter, less than tracing a tf.function of it."""
+
+    def __init__(self, variables):
+        self.variables = [v for v in variables if keras.backend.is_float_dtype(v.dtype)]
+
+    def non_finite(self) -> list[str]:
+        return [v.path for v in self.variables if not bool(tf.reduce_all(tf.math.is_finite(v)))]
+
+    def describe(self, bad: list[str]) -> str:
+        return f"{len(bad)} of {len(self.variables)} weight tensors are not finite (e.g. '{bad[0]}')"
+
+
 class StepCheckpoint(keras.callbacks.Callback):
     """Counts optimizer steps in ``step`` and saves ``manager`` every ``every`` steps and at the end.
 
     ``tf.train.CheckpointManager`` writes the new checkpoint files before it updates its index, so a
-    crash mid-save leaves the previous checkpoint as the latest readable one.
+    crash mid-save leaves the previous checkpoint as the latest readable one. With ``weights`` (a
+    :class:`FiniteCheck` of everything the checkpoint holds), only finite weights are saved: otherwise
+    training stops with :class:`NonFiniteWeightsError` and the last good checkpoint stays the latest.
     """
 
-    def __init__(self, step: tf.Variable, manager: tf.train.CheckpointManager, every: int):
+    def __init__(self, step: tf.Variable, manager: tf.train.CheckpointManager, every: int,
+                 weights: FiniteCheck | None = None):
         super().__init__()
         self.step = step
         self.manager = manager
         self.every = every
+        self.weights = weights
+
+    def _save(self):
+        step = int(self.step)
+        bad = self.weights.non_finite() if self.weights is not None else []
+        if bad:
+            self.model.stop_training = True
+            latest = self.manager.latest_checkpoint
+            kept = f"the last good one, {latest}, is kept" if latest else "there is no earlier one"
+            raise NonFiniteWeightsError(
+                f"after step {step}, {self.weights.describe(bad)} although every loss term is finite: an "
+                f"update diverged. Training stopped without writing the checkpoint of step {step}; {kept}. "
+                "Lower the learning rate.")
+        self.manager.save(checkpoint_number=step)
 
     def on_train_batch_end(self, batch, logs=None):
         self.step.assign_add(1)
         if int(self.step) % self.every == 0:
-            self.manager.save(checkpoint_number=int(self.step))
+            self._save()
 
     def on_train_end(self, logs=None):
         if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(
                 f"-{int(self.step)}"):
-            self.manager.save(checkpoint_number=int(self.step))
+            self._save()
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stops training at the first non-finite loss term, naming the step and the term.
 
     It runs before :class:`StepCheckpoint` in the callback list, so a poisoned state is never saved and
-    the last good checkpoint survives.
+    the last good checkpoint survives. The terms are named before the total (``loss``), which a
+    non-finite term makes non-finite too.
     """
+
+    TOTAL = "loss"
 
     def __init__(self, step: tf.Variable):
         super().__init__()
         self.step = step
 
     def on_train_batch_end(self, batch, logs=None):
-        for name, value in (logs or {}).items():
-            value = float(value)
-            if not math.isfinite(value):
-                self.model.stop_training = True
-                raise NonFiniteLossError(
-                    f"loss term '{name}' is {value} at step {int(self.step) + 1}; training stopped, the last "
-                    "good checkpoint is kept. Lower the learning rate or check the inputs of that term.")
+        bad = {name: float(value) for name, value in (logs or {}).items() if not math.isfinite(float(value))}
+        if not bad:
+            return
+        self.model.stop_training = True
+        first, *others = sorted(bad, key=lambda name: name == self.TOTAL)
+        also = f" (not finite either: {', '.join(repr(n) for n in others)})" if others else ""
+        raise NonFiniteLossError(
+            f"loss term '{first}' is {bad[first]} at step {int(self.step) + 1}{also}; training stopped, the "
+            "last good checkpoint is kept. Lower the learning rate or check the inputs of that term.")
 
 
 class StageEvaluation:

@@ -20,7 +20,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from cpsl_tf.training.callbacks import NonFiniteGuard, PeriodicEvaluation, ProgressLog, StepCheckpoint
+from cpsl_tf.training.callbacks import (
+    FiniteCheck,
+    NonFiniteGuard,
+    PeriodicEvaluation,
+    ProgressLog,
+    StepCheckpoint,
+)
 from cpsl_tf.training.stages import EVAL_HISTORY, StageError
 from cpsl_tf.training.strategy import is_chief, is_multi_worker
 
@@ -39,11 +45,12 @@ STEP_KEY = "stage_step/.ATTRIBUTES/VARIABLE_VALUE"
 FINGERPRINT_KEY = "stage_fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def resume(checkpoint: tf.train.Checkpoint, path: str, fingerprint: str | None, total_steps: int) -> None:
+def resume(checkpoint: tf.train.Checkpoint, path: str, fingerprint: str | None, total_steps: int,
+           weights: FiniteCheck | None = None) -> None:
     """Restore ``checkpoint`` from ``path`` if it is this stage's to resume. Refused with a
     :class:`StageError` naming the file and what to do: a damaged file, another config's fingerprint
     (checkpoints from before fingerprints were stored hold none and are not checked), a step beyond the
-    stage's ``total_steps``."""
+    stage's ``total_steps``, non-finite ``weights`` once restored (saved before checkpoints were checked)."""
     stage_dir = Path(path).parents[1]
     afresh = (f"move {Path(path).parent} away, or run with --stage {stage_dir.name} --force (which sets it "
               "aside), to train the stage afresh")
@@ -60,6 +67,10 @@ def resume(checkpoint: tf.train.Checkpoint, path: str, fingerprint: str | None, 
         checkpoint.restore(path).expect_partial()
     except (tf.errors.OpError, IndexError, ValueError) as err:
         raise StageError(f"checkpoint {path} is damaged ({str(err).splitlines()[0]}); {afresh}") from err
+    bad = weights.non_finite() if weights is not None else []
+    if bad:
+        raise StageError(f"checkpoint {path} holds non-finite weights ({weights.describe(bad)}): a run that "
+                         f"diverged saved it; {afresh}")
 
 
 def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Dataset], total_steps: int,
@@ -96,10 +107,11 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     if fingerprint is not None:
         tracked["stage_fingerprint"] = tf.Variable(fingerprint, trainable=False, name="stage_fingerprint")
     checkpoint = tf.train.Checkpoint(**tracked)
+    weights = FiniteCheck(v for obj in state.values() for v in getattr(obj, "variables", ()))
     checkpoint_dir = stage_dir / "checkpoints"
     manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=2)
     if manager.latest_checkpoint:
-        resume(checkpoint, manager.latest_checkpoint, fingerprint, total_steps)
+        resume(checkpoint, manager.latest_checkpoint, fingerprint, total_steps, weights)
         log.info("resumed %s at step %d from %s", stage_dir.name, int(step), manager.latest_checkpoint)
     periodic = None
     if chief and evaluate is not None and eval_every:
@@ -115,7 +127,7 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     if not chief:
         scratch = stage_dir / f".worker_{strategy.cluster_resolver.task_id}_checkpoints"
         manager = tf.train.CheckpointManager(checkpoint, str(scratch), max_to_keep=1)
-    callbacks = [NonFiniteGuard(step), StepCheckpoint(step, manager, checkpoint_every)]
+    callbacks = [NonFiniteGuard(step), StepCheckpoint(step, manager, checkpoint_every, weights)]
     if periodic is not None:
         callbacks.append(periodic)
     if chief:

@@ -1,4 +1,5 @@
-"""A NaN/Inf loss stops training naming the step and the term, and the last good checkpoint survives.
+"""A NaN/Inf loss stops training naming the step and the term, and the last good checkpoint survives; weights
+that went non-finite while the loss stayed finite are never checkpointed, nor resumed.
 
 The log-domain Sinkhorn in float16 with extreme scores is covered by
 tests/cpsl/test_sinkhorn.py::test_log_domain_stays_finite_in_float16_for_extreme_scores; bfloat16 here.
@@ -13,9 +14,10 @@ import tensorflow as tf
 
 from cpsl_tf.cpsl.sinkhorn import sinkhorn
 from cpsl_tf.training import warmup
-from cpsl_tf.training.callbacks import NonFiniteLossError
+from cpsl_tf.training.callbacks import NonFiniteGuard, NonFiniteLossError, NonFiniteWeightsError
 from cpsl_tf.training.cli import main
 from cpsl_tf.training.loop import fit_resumable
+from cpsl_tf.training.stages import StageError
 from tests.faults.conftest import tiny_config, write_config
 
 
@@ -64,6 +66,66 @@ def test_nan_term_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"'loss_sl' is nan at step 3"):
         fit_resumable(trainer, make_dataset, 6, tmp_path, {"trainer": trainer}, checkpoint_every=2, verbose=0)
     assert_checkpoint_finite_at(tmp_path / "checkpoints", 2)
+
+
+class DivergesAtStep(keras.Model):
+    """One weight that the update of optimizer step ``bad_step`` turns into Inf while the logged loss stays
+    finite: what a huge learning rate does to BatchNorm statistics, which the training loss never reads."""
+
+    def __init__(self, bad_step: int, **kwargs):
+        super().__init__(**kwargs)
+        self.bad_step = bad_step
+        self.w = self.add_weight(shape=(), initializer="ones", name="w")
+        self.steps = self.add_weight(shape=(), initializer="zeros", trainable=False, name="steps")
+
+    def call(self, x):
+        return x * self.w
+
+    def train_step(self, data):
+        self.steps.assign_add(1.0)
+        self.w.assign(tf.where(self.steps >= self.bad_step, float("inf"), self.w * 0.5))
+        return {"loss": tf.constant(1.0)}
+
+
+def repeat_zeros(start_step):
+    return tf.data.Dataset.from_tensors(tf.zeros(())).repeat()
+
+
+@pytest.mark.parametrize("total_steps, stopped_at", [(3, 3), (6, 4)])  # saved at the end / periodically
+def test_non_finite_weights_are_never_checkpointed(tmp_path, total_steps, stopped_at):
+    trainer = DivergesAtStep(bad_step=3)
+    trainer.compile(optimizer="sgd")
+    expected = (rf"after step {stopped_at}, 1 of 2 weight tensors are not finite \(e.g. '\S*w'\) although "
+                r"every loss term is finite: an update diverged\. Training stopped without writing the "
+                rf"checkpoint of step {stopped_at}; the last good one, \S*ckpt-2, is kept")
+    with pytest.raises(NonFiniteWeightsError, match=expected):
+        fit_resumable(trainer, repeat_zeros, total_steps, tmp_path, {"trainer": trainer}, checkpoint_every=2,
+                      verbose=0)
+    assert_checkpoint_finite_at(tmp_path / "checkpoints", 2)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_not_resumed(tmp_path):
+    """A checkpoint written before checkpoints were checked: refused, naming it and what to do."""
+    trainer = DivergesAtStep(bad_step=100)
+    trainer.compile(optimizer="sgd")
+    trainer.w.assign(float("nan"))
+    step = tf.Variable(2, dtype=tf.int64, name="stage_step")
+    poisoned = tf.train.Checkpoint(stage_step=step, random_states=[], trainer=trainer)
+    path = tf.train.CheckpointManager(poisoned, str(tmp_path / "checkpoints"), 2).save(checkpoint_number=2)
+    trainer.w.assign(1.0)
+    with pytest.raises(StageError, match=rf"checkpoint {path} holds non-finite weights \(1 of 2 weight "
+                       r"tensors are not finite \(e.g. '\S*w'\)\): a run that diverged saved it; move "
+                       r"\S*checkpoints away"):
+        fit_resumable(trainer, repeat_zeros, 6, tmp_path, {"trainer": trainer}, checkpoint_every=2, verbose=0)
+
+
+def test_the_term_is_named_before_the_total():
+    guard = NonFiniteGuard(tf.Variable(6, dtype=tf.int64))
+    guard.set_model(DivergesAtStep(bad_step=1))
+    logs = {"loss": float("nan"), "loss_src": 0.5, "loss_sl": float("inf"), "loss_reg": float("nan")}
+    expected = r"^loss term 'loss_sl' is inf at step 7 \(not finite either: 'loss_reg', 'loss'\); training"
+    with pytest.raises(NonFiniteLossError, match=expected):
+        guard.on_train_batch_end(0, logs)
 
 
 def test_cli_reports_a_nan_loss_without_a_traceback(tiny_bench, tmp_path, monkeypatch, capsys):
