@@ -71,6 +71,7 @@ from cpsl_tf.cpsl.rectify import rectify
 from cpsl_tf.cpsl.sampling import class_balanced_sample_indices, uniform_sample_indices
 from cpsl_tf.data.cutmix import box_mask
 from cpsl_tf.data.replay import replay_to_strong
+from cpsl_tf.gradients import pass_by_pass_gradients
 from cpsl_tf.labels import IGNORE_INDEX
 from cpsl_tf.resize import resize_bilinear, resize_nearest
 
@@ -247,6 +248,11 @@ class CPSLModel(keras.Model):
         return segmentation_cross_entropy(logits, source_labels) * global_mean_share(
             valid_pixel_count(source_labels))
 
+    def _source_pass(self, source, source_labels):
+        """The source forward pass of a step: (its loss, its named terms)."""
+        loss = self._source_loss(source, source_labels)
+        return loss, {"loss_src": loss}
+
     def _target_loss(self, logits, labels):
         """The target loss on the rectified labels (Eq. 2; 0.1 CE + RCE for ``ce+rce``), weighted as
         :meth:`_source_loss`."""
@@ -327,37 +333,48 @@ class CPSLModel(keras.Model):
             tf.reduce_sum(tf.cast(tf.not_equal(target_labels, st_labels), tf.float32) * outside),
             tf.reduce_sum(outside))
 
-        variables = self.trainable_for_step
-        with tf.GradientTape() as tape:
-            loss_src = self._source_loss(source, source_labels)
+        samples = self._sample(target_labels, teacher_features) if c.use_self_labeling else None
+
+        def weak_pass():
             weak_logits = self._resize(self.student(weak, training=True)["logits"], map_size)
-            loss_tgt = self._target_loss(weak_logits, labels)
-            total = loss_src + loss_tgt
-            if c.use_self_labeling:
-                samples = self._sample(target_labels, teacher_features)
-                loss_sl, assignment, gathered = self._self_labeling(samples)
-                total += c.lambda_sl * loss_sl
-            else:
-                loss_sl = tf.constant(0.0)
-                assignment = {"q_entropy": tf.constant(0.0), "q_marginal_gap": tf.constant(0.0)}
-            if c.lambda_reg > 0 and c.strong_augmentation:
-                box_channel = tf.cast(in_box, tf.float32)[..., tf.newaxis]
-                replayed, valid = replay_to_strong(tf.concat([teacher_logits, box_channel], axis=-1),
-                                                   data["strong_params"])
-                valid = valid & (replayed[..., -1] < 0.5)
-                strong_logits = self._resize(self.student(strong, training=True)["logits"], map_size)
-                loss_reg = symmetric_kl_consistency(replayed[..., :-1], strong_logits, valid)
-                loss_reg *= global_mean_share(tf.reduce_sum(tf.cast(valid, tf.float32)))
-                total += c.lambda_reg * loss_reg
-            elif c.lambda_reg > 0:  # w/o Aug: consistency between the two networks on the weak view
+            terms = {"loss_tgt": self._target_loss(weak_logits, labels)}
+            if c.lambda_reg > 0 and not c.strong_augmentation:  # w/o Aug: the two networks on the weak view
                 valid = tf.logical_not(in_box)
-                loss_reg = symmetric_kl_consistency(teacher_logits, weak_logits, valid) * global_mean_share(
-                    tf.reduce_sum(tf.cast(valid, tf.float32)))
-                total += c.lambda_reg * loss_reg
-            else:
-                loss_reg = tf.constant(0.0)
-            scaled = self.grouped.scale_loss(total / tf.cast(replicas, tf.float32))
-        applied = self.grouped.apply(tape.gradient(scaled, variables), variables)
+                terms["loss_reg"] = symmetric_kl_consistency(teacher_logits, weak_logits, valid) * (
+                    global_mean_share(tf.reduce_sum(tf.cast(valid, tf.float32))))
+                return terms["loss_tgt"] + c.lambda_reg * terms["loss_reg"], terms
+            return terms["loss_tgt"], terms
+
+        def self_labeling_pass():
+            loss, assignment, gathered = self._self_labeling(samples)
+            return c.lambda_sl * loss, {"loss_sl": loss, "gathered": gathered, **assignment}
+
+        def strong_pass():
+            box_channel = tf.cast(in_box, tf.float32)[..., tf.newaxis]
+            replayed, valid = replay_to_strong(tf.concat([teacher_logits, box_channel], axis=-1),
+                                               data["strong_params"])
+            valid = valid & (replayed[..., -1] < 0.5)
+            strong_logits = self._resize(self.student(strong, training=True)["logits"], map_size)
+            loss = symmetric_kl_consistency(replayed[..., :-1], strong_logits, valid) * global_mean_share(
+                tf.reduce_sum(tf.cast(valid, tf.float32)))
+            return c.lambda_reg * loss, {"loss_reg": loss}
+
+        passes = [lambda: self._source_pass(source, source_labels), weak_pass]
+        if c.use_self_labeling:
+            passes.append(self_labeling_pass)
+        if c.lambda_reg > 0 and c.strong_augmentation:
+            passes.append(strong_pass)
+        variables = self.trainable_for_step
+        gradients, outputs = pass_by_pass_gradients(
+            passes, variables, lambda loss: self.grouped.scale_loss(loss / tf.cast(replicas, tf.float32)))
+        zero = tf.constant(0.0)
+        terms = {"loss_sl": zero, "loss_reg": zero, "q_entropy": zero, "q_marginal_gap": zero}
+        for result in outputs:
+            terms.update(result)
+        gathered = terms.pop("gathered", None)
+        total = (terms["loss_src"] + terms["loss_tgt"] + c.lambda_sl * terms["loss_sl"]
+                 + c.lambda_reg * terms["loss_reg"])
+        applied = self.grouped.apply(gradients, variables)
         self._update_momentum_networks(applied)
 
         if c.use_self_labeling and c.bank_size > 0:
@@ -370,6 +387,5 @@ class CPSLModel(keras.Model):
         self.iteration.assign_add(1)
 
         shift = tf.reduce_sum(tf.abs(tf.convert_to_tensor(self.delta_pseudo) - self.delta_start))
-        values = {"loss": total, "loss_src": loss_src, "loss_tgt": loss_tgt, "loss_sl": loss_sl,
-                  "loss_reg": loss_reg, "rectified_changed": changed, "delta_shift": shift, **assignment}
+        values = {"loss": total, **terms, "rectified_changed": changed, "delta_shift": shift}
         return self._record(values)

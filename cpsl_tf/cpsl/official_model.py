@@ -33,6 +33,7 @@ from cpsl_tf.cpsl.rectify import cosine_scores, rectify
 from cpsl_tf.data.cutmix import paste_box
 from cpsl_tf.data.replay import replay_to_strong
 from cpsl_tf.data.views import weak_soft_map
+from cpsl_tf.gradients import pass_by_pass_gradients
 from cpsl_tf.resize import resize_nearest
 
 
@@ -84,27 +85,38 @@ class OfficialCPSLModel(CPSLModel):
                                                                   c.pixels_per_image)
         feature_samples = gather_global_batch(feature_samples)
         logit_samples = gather_global_batch(logit_samples)
-        variables = self.trainable_for_step
-        with tf.GradientTape() as tape:
-            loss_src = self._source_loss(source, source_labels)
+        def weak_pass():
             weak_logits = self._resize(self.student(weak, training=True)["logits"], map_size)
-            loss_tgt = self._target_loss(weak_logits, labels)
-            loss_sl, _ = official_two_bank_sl_loss(
+            loss = self._target_loss(weak_logits, labels)
+            return loss, {"loss_tgt": loss}
+
+        def self_labeling_pass():
+            loss, _ = official_two_bank_sl_loss(
                 feature_samples, logit_samples, self.head.prototypes, self.bank, self.logit_bank,
                 self.delta_start, c.tau, c.epsilon, c.sinkhorn_iterations)
+            return c.lambda_sl * loss, {"loss_sl": loss}
+
+        def strong_pass():
             replayed, valid = replay_to_strong(teacher_scores, data["strong_params"])
             teacher_probs = tf.nn.softmax(replayed / c.tau, axis=-1)
             mask = tf.broadcast_to(valid[..., tf.newaxis], tf.shape(teacher_probs))
             student_features = self.student(strong, training=True)["features"]
-            loss_reg = official_prototype_consistency(
+            loss = official_prototype_consistency(
                 teacher_probs, mask, student_features, tf.convert_to_tensor(self.head.momentum_prototypes),
                 c.tau) * global_mean_share(tf.reduce_sum(tf.cast(mask, tf.float32)))
-            total = loss_src + loss_tgt + c.lambda_sl * loss_sl + c.lambda_reg * loss_reg
-            scaled = self.grouped.scale_loss(total / tf.cast(replicas, tf.float32))
-        applied = self.grouped.apply(tape.gradient(scaled, variables), variables)
+            return c.lambda_reg * loss, {"loss_reg": loss}
+
+        variables = self.trainable_for_step
+        passes = (lambda: self._source_pass(source, source_labels), weak_pass, self_labeling_pass,
+                  strong_pass)
+        gradients, outputs = pass_by_pass_gradients(
+            passes, variables, lambda loss: self.grouped.scale_loss(loss / tf.cast(replicas, tf.float32)))
+        terms = {key: value for result in outputs for key, value in result.items()}
+        total = (terms["loss_src"] + terms["loss_tgt"] + c.lambda_sl * terms["loss_sl"]
+                 + c.lambda_reg * terms["loss_reg"])
+        applied = self.grouped.apply(gradients, variables)
         self._update_momentum_networks(applied)
         self.iteration.assign_add(1)
 
-        values = {"loss": total, "loss_src": loss_src, "loss_tgt": loss_tgt, "loss_sl": loss_sl,
-                  "loss_reg": loss_reg, "rectified_changed": changed}
+        values = {"loss": total, **terms, "rectified_changed": changed}
         return self._record(values)

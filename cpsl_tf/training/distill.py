@@ -19,6 +19,7 @@ from cpsl_tf.config import Config
 from cpsl_tf.cpsl.losses import distillation_kl, segmentation_cross_entropy
 from cpsl_tf.data.pipeline import make_training_dataset
 from cpsl_tf.data.replay import replay_to_strong
+from cpsl_tf.gradients import pass_by_pass_gradients
 from cpsl_tf.labels import IGNORE_INDEX
 from cpsl_tf.models.checkpoint import load_segmenter, save_model_checkpoint
 from cpsl_tf.resize import resize_bilinear
@@ -82,17 +83,25 @@ class Distillation(keras.Model):
                                          self.align_corners)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.student.trainable_variables
-        with tf.GradientTape() as tape:
+
+        def source_pass():
             source_logits = resize_bilinear(self.student(source, training=True)["logits"],
                                             tf.shape(source)[1:3], self.align_corners)
-            loss_src = segmentation_cross_entropy(source_logits, source_labels)
+            loss = segmentation_cross_entropy(source_logits, source_labels)
+            return loss, loss
+
+        def target_pass():
             student_strong = resize_bilinear(self.student(strong, training=True)["logits"], size,
                                              self.align_corners)
             loss_tgt = segmentation_cross_entropy(student_strong, strong_labels)
             loss_kd = distillation_kl(student_strong, teacher_strong)
-            total = loss_src + loss_tgt + self.kd_weight * loss_kd
-            scaled = self.grouped.scale_loss(total / tf.cast(replicas, tf.float32))
-        self.grouped.apply(tape.gradient(scaled, variables), variables)
+            return loss_tgt + self.kd_weight * loss_kd, (loss_tgt, loss_kd)
+
+        gradients, (loss_src, (loss_tgt, loss_kd)) = pass_by_pass_gradients(
+            (source_pass, target_pass), variables,
+            lambda loss: self.grouped.scale_loss(loss / tf.cast(replicas, tf.float32)))
+        total = loss_src + loss_tgt + self.kd_weight * loss_kd
+        self.grouped.apply(gradients, variables)
         labelled = tf.reduce_mean(tf.cast(tf.not_equal(strong_labels, IGNORE_INDEX), tf.float32))
         for name, value in (("loss", total), ("loss_src", loss_src), ("loss_tgt", loss_tgt),
                             ("loss_kd", loss_kd), ("labelled", labelled)):

@@ -17,6 +17,7 @@ from cpsl_tf.cpsl.head import SELF_LABELING_PREFIX
 from cpsl_tf.cpsl.losses import segmentation_cross_entropy
 from cpsl_tf.data.pipeline import make_training_dataset
 from cpsl_tf.evaluation.evaluate import evaluate_model
+from cpsl_tf.gradients import pass_by_pass_gradients
 from cpsl_tf.labels import class_names
 from cpsl_tf.models.checkpoint import save_model_checkpoint
 from cpsl_tf.models.discriminator import build_discriminator
@@ -92,14 +93,20 @@ class AdversarialWarmup(SupervisedSegmentation):
     def train_step(self, data):
         source, labels, target = data["source_image"], data["source_label"], data["target_image"]
         seg_vars = self.segmenter.trainable_variables
-        with tf.GradientTape() as tape:
+
+        def source_pass():
             source_logits = self._upsampled_logits(source, True)
-            loss_src = segmentation_cross_entropy(source_logits, labels)
+            loss = segmentation_cross_entropy(source_logits, labels)
+            return loss, (loss, source_logits)
+
+        def target_pass():
             target_prob = tf.nn.softmax(self._upsampled_logits(target, True))
-            loss_adv = tf.reduce_mean(tf.square(self.discriminator(target_prob, training=False)))
-            loss = loss_src + self.adversarial_weight * loss_adv
-            scaled = self.grouped.scale_loss(loss / _replicas())
-        self.grouped.apply(tape.gradient(scaled, seg_vars), seg_vars)
+            loss = tf.reduce_mean(tf.square(self.discriminator(target_prob, training=False)))
+            return self.adversarial_weight * loss, (loss, target_prob)
+
+        gradients, ((loss_src, source_logits), (loss_adv, target_prob)) = pass_by_pass_gradients(
+            (source_pass, target_pass), seg_vars, lambda loss: self.grouped.scale_loss(loss / _replicas()))
+        self.grouped.apply(gradients, seg_vars)
 
         disc_vars = self.discriminator.trainable_variables
         source_prob = tf.stop_gradient(tf.nn.softmax(source_logits))
