@@ -7,13 +7,14 @@ and whatever else the writer adds (stage, iteration, scores). ``load_segmenter(p
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 
 import keras
 
 from cpsl_tf.config import ModelConfig
-from cpsl_tf.io_utils import atomic_path, atomic_write_json
+from cpsl_tf.io_utils import atomic_write_bytes, atomic_write_json
 from cpsl_tf.models.segmenter import build_segmenter, has_bn_pretrain
 
 WEIGHTS_SUFFIX = ".weights.h5"
@@ -50,10 +51,26 @@ def save_model_checkpoint(model: keras.Model, path: str | Path, meta: dict) -> d
         raise CheckpointError(f"checkpoint meta for {path} says num_classes={meta['num_classes']} but the "
                               f"model has {classes} logits")
     sidecar = sidecar_path(path)
-    with atomic_path(path) as tmp:
-        model.save_weights(tmp)
+    atomic_write_bytes(path, weights_h5_bytes(model))
     atomic_write_json(sidecar, meta)
     return meta
+
+
+class _WeightsBuffer(io.BytesIO):
+    """An in-memory ``.weights.h5`` for ``model.save_weights``, which checks the suffix of ``str(filepath)``
+    and hands a BytesIO to h5py as a file."""
+
+    def __str__(self) -> str:
+        return "memory" + WEIGHTS_SUFFIX
+
+
+def weights_h5_bytes(model: keras.Model) -> bytes:
+    """The ``.weights.h5`` file of ``model``, built in memory. HDF5 writing to a full disk left its library
+    broken: the error was followed by a segmentation fault at exit. In memory, only the plain write of the
+    bytes meets the disk, and a full disk is one :class:`~cpsl_tf.io_utils.DiskFullError`."""
+    buffer = _WeightsBuffer()
+    model.save_weights(buffer)
+    return buffer.getvalue()
 
 
 def _check_class_count(meta: dict, source: str) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from cpsl_tf.io_utils import atomic_write_text
+from cpsl_tf.io_utils import DiskFullError, atomic_write_text, disk_full_named, require_space
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,11 @@ class NonFiniteWeightsError(NonFiniteLossError):
     non-finite loss does."""
 
 
-class FiniteCheck:
-    """Names the floating-point ``variables`` that hold a NaN or an Inf: one reduction per variable, run only
-    when asked (before a checkpoint is written, after one is restored). Eager: 0.1 s for the 549 tensors of
-    the ResNet-101 segmenter, less than tracing a tf.function of it."""
+class CheckpointedWeights:
+    """The floating-point variables of a stage's checkpoint: which hold a NaN or an Inf (one reduction per
+    variable, run only when asked: before a checkpoint is written, after one is restored; eager, 0.1 s for
+    the 549 tensors of the ResNet-101 segmenter, less than tracing a tf.function of them) and how many bytes
+    they take."""
 
     def __init__(self, variables):
         self.variables = [v for v in variables if keras.backend.is_float_dtype(v.dtype)]
@@ -40,18 +42,21 @@ class FiniteCheck:
     def describe(self, bad: list[str]) -> str:
         return f"{len(bad)} of {len(self.variables)} weight tensors are not finite (e.g. '{bad[0]}')"
 
+    def num_bytes(self) -> int:
+        return sum(math.prod(v.shape) * tf.as_dtype(v.dtype).size for v in self.variables)
+
 
 class StepCheckpoint(keras.callbacks.Callback):
     """Counts optimizer steps in ``step`` and saves ``manager`` every ``every`` steps and at the end.
 
     ``tf.train.CheckpointManager`` writes the new checkpoint files before it updates its index, so a
     crash mid-save leaves the previous checkpoint as the latest readable one. With ``weights`` (a
-    :class:`FiniteCheck` of everything the checkpoint holds), only finite weights are saved: otherwise
+    :class:`CheckpointedWeights` of everything the checkpoint holds), only finite weights are saved: otherwise
     training stops with :class:`NonFiniteWeightsError` and the last good checkpoint stays the latest.
     """
 
     def __init__(self, step: tf.Variable, manager: tf.train.CheckpointManager, every: int,
-                 weights: FiniteCheck | None = None):
+                 weights: CheckpointedWeights | None = None):
         super().__init__()
         self.step = step
         self.manager = manager
@@ -69,7 +74,21 @@ class StepCheckpoint(keras.callbacks.Callback):
                 f"after step {step}, {self.weights.describe(bad)} although every loss term is finite: an "
                 f"update diverged. Training stopped without writing the checkpoint of step {step}; {kept}. "
                 "Lower the learning rate.")
-        self.manager.save(checkpoint_number=step)
+        prefix = Path(self.manager.directory) / f"ckpt-{step}"
+        size = self.weights.num_bytes() if self.weights is not None else None
+        try:
+            with disk_full_named(prefix, size):
+                if size is not None:
+                    require_space(prefix, size)
+                self.manager.save(checkpoint_number=step)
+        except DiskFullError:
+            self.model.stop_training = True
+            # TensorFlow writes into <prefix>_temp/, renames its files to <prefix>.*, then rewrites its index
+            # file 'checkpoint' through checkpoint.tmp*; the index still names the last good checkpoint.
+            shutil.rmtree(f"{prefix}_temp", ignore_errors=True)
+            for partial in [*prefix.parent.glob(f"{prefix.name}.*"), *prefix.parent.glob("checkpoint.tmp*")]:
+                partial.unlink()
+            raise
 
     def on_train_batch_end(self, batch, logs=None):
         self.step.assign_add(1)

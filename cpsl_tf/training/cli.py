@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 from cpsl_tf.config import ConfigError, load_config
+from cpsl_tf.io_utils import DiskFullError
 from cpsl_tf.training.stages import STAGES, StageError, run_stages, stage_table
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bench.json"
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides, quick=args.quick, training=True)
         run_dir = args.run_dir or Path(cfg.train.run_dir) / cfg.name
         results = run_stages(cfg, run_dir, only=args.stage, start=args.start, force=args.force)
-    except (ConfigError, StageError) as err:
+    except (ConfigError, StageError, DiskFullError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception:

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from cpsl_tf.training.callbacks import (
-    FiniteCheck,
+    CheckpointedWeights,
     NonFiniteGuard,
     PeriodicEvaluation,
     ProgressLog,
@@ -46,7 +46,7 @@ FINGERPRINT_KEY = "stage_fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def resume(checkpoint: tf.train.Checkpoint, path: str, fingerprint: str | None, total_steps: int,
-           weights: FiniteCheck | None = None) -> None:
+           weights: CheckpointedWeights | None = None) -> None:
     """Restore ``checkpoint`` from ``path`` if it is this stage's to resume. Refused with a
     :class:`StageError` naming the file and what to do: a damaged file, another config's fingerprint
     (checkpoints from before fingerprints were stored hold none and are not checked), a step beyond the
@@ -107,7 +107,7 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     if fingerprint is not None:
         tracked["stage_fingerprint"] = tf.Variable(fingerprint, trainable=False, name="stage_fingerprint")
     checkpoint = tf.train.Checkpoint(**tracked)
-    weights = FiniteCheck(v for obj in state.values() for v in getattr(obj, "variables", ()))
+    weights = CheckpointedWeights(v for obj in state.values() for v in getattr(obj, "variables", ()))
     checkpoint_dir = stage_dir / "checkpoints"
     manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=2)
     if manager.latest_checkpoint:
