@@ -81,23 +81,23 @@ def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
     free space before anything is written.
     """
     path = Path(path)
+    # Outermost, so that the free space it reports is measured once the temporary is gone.
     with disk_full_named(path, size):
         path.parent.mkdir(parents=True, exist_ok=True)
         if size is not None:
             require_space(path, size)
         suffix = "".join(path.suffixes)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        with disk_full_named(path, size):
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
             yield tmp_path
             with open(tmp_path, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from cpsl_tf.io_utils import DiskFullError, atomic_write_text, disk_full_named, require_space
+from cpsl_tf.io_utils import atomic_write_text, disk_full_named, require_space
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +76,20 @@ class StepCheckpoint(keras.callbacks.Callback):
                 "Lower the learning rate.")
         prefix = Path(self.manager.directory) / f"ckpt-{step}"
         size = self.weights.num_bytes() if self.weights is not None else None
-        try:
-            with disk_full_named(prefix, size):
+        with disk_full_named(prefix, size):
+            try:
                 if size is not None:
                     require_space(prefix, size)
                 self.manager.save(checkpoint_number=step)
-        except DiskFullError:
-            self.model.stop_training = True
-            # TensorFlow writes into <prefix>_temp/, renames its files to <prefix>.*, then rewrites its index
-            # file 'checkpoint' through checkpoint.tmp*; the index still names the last good checkpoint.
-            shutil.rmtree(f"{prefix}_temp", ignore_errors=True)
-            for partial in [*prefix.parent.glob(f"{prefix.name}.*"), *prefix.parent.glob("checkpoint.tmp*")]:
-                partial.unlink()
-            raise
+            except BaseException:
+                self.model.stop_training = True
+                # TensorFlow writes into <prefix>_temp/, renames its files to <prefix>.*, then rewrites its
+                # index file 'checkpoint' through checkpoint.tmp*; the index still names the last good one.
+                shutil.rmtree(f"{prefix}_temp", ignore_errors=True)
+                folder = prefix.parent
+                for partial in [*folder.glob(f"{prefix.name}.*"), *folder.glob("checkpoint.tmp*")]:
+                    partial.unlink()
+                raise
 
     def on_train_batch_end(self, batch, logs=None):
         self.step.assign_add(1)
