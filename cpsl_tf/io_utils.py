@@ -43,6 +43,21 @@ def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(existing).free
 
 
+def current_umask() -> int:
+    """The process' umask. Read from ``/proc`` where Linux shows it: setting the umask to read it back would,
+    for an instant, change the mode of files that other threads create."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def disk_full_error(path: str | Path, needed: int | None) -> DiskFullError:
     """The error for a write of ``needed`` bytes (None: unknown) to ``path`` that does not fit."""
     path = Path(path)
@@ -76,8 +91,9 @@ def disk_full_named(path: str | Path, needed: int | None = None) -> Iterator[Non
 def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
 
-    The temporary name keeps the final suffix so that writers which choose a format by extension
-    (``.png``, ``.npz``, ``.weights.h5``) still work. ``size`` (bytes), when known, is checked against the
+    The file gets the mode a plain ``open()`` would give it (0666 less the umask). The temporary name keeps
+    the final suffix so that writers which choose a format by extension (``.png``, ``.npz``,
+    ``.weights.h5``) still work. ``size`` (bytes), when known, is checked against the
     free space before anything is written.
     """
     path = Path(path)
@@ -88,6 +104,8 @@ def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
             require_space(path, size)
         suffix = "".join(path.suffixes)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+        # mkstemp creates the file 0600; the result gets the mode open() would give it.
+        os.fchmod(fd, 0o666 & ~current_umask())
         os.close(fd)
         tmp_path = Path(tmp)
         try:

@@ -31,7 +31,7 @@ from cpsl_tf.export.onnx_export import (
 from cpsl_tf.export.parity import ParityError, describe, float32_gate, measure, miou_drop_gate
 from cpsl_tf.export.runners import KerasRunner, OnnxRunner
 from cpsl_tf.export.tensorrt_build import EngineSpec, build_engine_script
-from cpsl_tf.io_utils import atomic_write_bytes, atomic_write_text
+from cpsl_tf.io_utils import atomic_write_bytes, atomic_write_text, current_umask
 
 
 @dataclass
@@ -150,7 +150,7 @@ def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_sam
                                 max_batch=options.max_engine_batch, strongly_typed=True))
     script = out / "build_engine.sh"
     atomic_write_text(script, build_engine_script(specs))
-    script.chmod(0o755)
+    script.chmod(0o777 & ~current_umask())  # executable, readable as far as the umask allows
     if options.tensorrt:
         manifests.update(build_engines(out, specs, calibration_samples, common, align_corners, log))
     if failures:
