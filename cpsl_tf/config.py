@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cpsl_tf.command import UserError
 from cpsl_tf.labels import SUPPORTED_NUM_CLASSES
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is unknown, mistyped or impossible."""
 
 

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from cpsl_tf.command import UserError
 from cpsl_tf.labels import SUPPORTED_NUM_CLASSES, map_labels
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ RAW_ID_COUNT = {"cityscapes": 34, "folder": 34, "gta5": 35, "synthia": 23}
 _NAMES_SHOWN = 30
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset root with the wrong layout, no samples, or an unreadable or inconsistent file."""
 
 

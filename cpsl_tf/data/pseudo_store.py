@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cpsl_tf.command import UserError
 from cpsl_tf.io_utils import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ ERROR_BOUND = {"uint8": 0.5 / UINT8_SCALE, "float16": 2.0 ** -12}
 _RANGE_SLACK = 1e-3
 
 
-class PseudoStoreError(ValueError):
+class PseudoStoreError(UserError, ValueError):
     """A pseudo-label store that is missing, unfinished, corrupt, or written for another setting."""
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from cpsl_tf.command import UserError
 from cpsl_tf.data import datasets
 from cpsl_tf.evaluation.confusion import ConfusionMatrixMetric
 from cpsl_tf.evaluation.table import default_subsets, format_table, report
@@ -42,7 +43,7 @@ PRED_FORMATS = ("labelid", "trainid")
 _CITYSCAPES_BASENAME = re.compile(r"[A-Za-z]+(?:[-_][A-Za-z]+)*_\d{6}_\d{6}")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """Inputs that cannot be evaluated (no labels, missing or mismatched predictions)."""
 
 

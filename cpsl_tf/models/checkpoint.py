@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 
+from cpsl_tf.command import UserError
 from cpsl_tf.config import ModelConfig
 from cpsl_tf.io_utils import atomic_write_bytes, atomic_write_json
 from cpsl_tf.models.segmenter import build_segmenter, has_bn_pretrain
@@ -21,7 +22,7 @@ WEIGHTS_SUFFIX = ".weights.h5"
 REQUIRED_META = ("model", "num_classes", "class_names")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, or its sidecar does not describe its weights."""
 
 

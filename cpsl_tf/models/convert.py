@@ -26,6 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from cpsl_tf.command import UserError
 from cpsl_tf.config import ModelConfig
 from cpsl_tf.io_utils import atomic_path
 from cpsl_tf.labels import SUPPORTED_NUM_CLASSES, class_names
@@ -42,7 +43,7 @@ TRUST_FLAG = "--trust-checkpoint-code"
 IGNORED_LEAVES = ("num_batches_tracked",)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """The checkpoint is not an official DeepLab-v2/ProDA state dict this converter understands."""
 
 

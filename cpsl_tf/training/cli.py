@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import sys
-import traceback
 from pathlib import Path
 
-from cpsl_tf.config import ConfigError, load_config
-from cpsl_tf.io_utils import DiskFullError
-from cpsl_tf.training.stages import STAGES, StageError, run_stages, stage_table
+from cpsl_tf.command import run_command
+from cpsl_tf.config import load_config
+from cpsl_tf.training.stages import STAGES, run_stages, stage_table
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bench.json"
 
@@ -40,25 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(args.config, args.overrides, quick=args.quick, training=True)
-        run_dir = args.run_dir or Path(cfg.train.run_dir) / cfg.name
-        results = run_stages(cfg, run_dir, only=args.stage, start=args.start, force=args.force)
-    except (ConfigError, StageError, DiskFullError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception:
-        traceback.print_exc()  # a bug: its traceback is wanted
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the same command resumes from the last checkpoint", file=sys.stderr)
-        return 130
-    finally:
-        # A failed stage's traceback holds its tf.data iterator in reference cycles. Left to the collection
-        # at interpreter shutdown, the iterator's destructor waits for its tf.numpy_function readers, which
-        # can no longer take the GIL then: the process hung or aborted after printing its error. Collected
-        # here, with the interpreter still running, the readers finish and the process exits.
-        gc.collect()
+    return run_command(lambda: train(args),
+                       interrupted="interrupted; the same command resumes from the last checkpoint")
+
+
+def train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides, quick=args.quick, training=True)
+    run_dir = args.run_dir or Path(cfg.train.run_dir) / cfg.name
+    results = run_stages(cfg, run_dir, only=args.stage, start=args.start, force=args.force)
     print(stage_table(results))
     print(f"results: {run_dir / 'results.json'}")
     return 0

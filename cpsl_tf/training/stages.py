@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpsl_tf.command import UserError
 from cpsl_tf.config import Config, save_config, to_dict
 from cpsl_tf.io_utils import atomic_write_json
 
@@ -69,7 +70,7 @@ _PSEUDO_OUTPUTS = ("soft/index.json", "prototypes.npy")
 _MODEL_OUTPUTS = ("model.weights.h5", "model.json")
 
 
-class StageError(RuntimeError):
+class StageError(UserError, RuntimeError):
     """A stage cannot run (missing inputs, bad data); the message says what to do."""
 
 
