@@ -524,7 +524,9 @@ def _is_set(raw: dict, key: str) -> bool:
 def read_json(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        from cpsl_tf.user_paths import did_you_mean
+
+        raise ConfigError(f"config file {path} does not exist{did_you_mean(path)}")
     try:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -15,6 +15,7 @@ import numpy as np
 from cpsl_tf.export.manifest import find_manifest
 from cpsl_tf.export.onnx_export import CLASS_MAP_NAME, LOGITS_NAME
 from cpsl_tf.labels import class_names as default_class_names
+from cpsl_tf.user_paths import require_file
 
 
 class Runner:
@@ -131,9 +132,7 @@ class TensorRTRunner(Runner):
 
 def load_runner(path: str | Path, input_size: tuple[int, int] | None = None) -> Runner:
     """Pick the backend from the file: ``*.weights.h5`` checkpoint, ``*.onnx`` or ``*.engine``/``*.plan``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: model file not found")
+    path = require_file(path, "a model: a *.weights.h5 checkpoint, an *.onnx model or an *.engine")
     name = path.name
     if name.endswith(".weights.h5"):
         if input_size is None:

@@ -13,7 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cpsl_tf.data.datasets import DatasetError
 from cpsl_tf.export.preprocess import batch_inputs, read_rgb
+from cpsl_tf.user_paths import require_file, require_folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -21,19 +23,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 def folder_samples(images: str | Path, labels: str | Path | None = None,
                    limit: int | None = None) -> list[tuple[Path, Path | None]]:
     """Images of ``images`` (sorted) paired with ``labels/<stem>.png`` when ``labels`` is given."""
-    images = Path(images)
-    if not images.is_dir():
-        raise FileNotFoundError(f"{images}: image folder not found")
+    images = require_folder(images, f"a folder of images ({', '.join(IMAGE_SUFFIXES)})")
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise ValueError(f"{images}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DatasetError(f"{images}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     samples = []
     for path in paths[:limit]:
         label = None
         if labels is not None:
-            label = Path(labels) / f"{path.stem}.png"
-            if not label.is_file():
-                raise FileNotFoundError(f"{label}: label for image {path} not found")
+            label = require_file(Path(labels) / f"{path.stem}.png", f"the train-id label PNG of {path}")
         samples.append((path, label))
     return samples
 

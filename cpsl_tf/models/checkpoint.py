@@ -17,6 +17,7 @@ from cpsl_tf.command import UserError
 from cpsl_tf.config import ModelConfig
 from cpsl_tf.io_utils import atomic_write_bytes, atomic_write_json
 from cpsl_tf.models.segmenter import build_segmenter, has_bn_pretrain
+from cpsl_tf.user_paths import did_you_mean
 
 WEIGHTS_SUFFIX = ".weights.h5"
 REQUIRED_META = ("model", "num_classes", "class_names")
@@ -104,7 +105,7 @@ def load_segmenter(path: str | Path, num_classes: int | None = None) -> tuple[ke
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint weights file does not exist")
+        raise CheckpointError(f"{path}: checkpoint weights file does not exist{did_you_mean(path)}")
     meta = read_checkpoint_meta(path)
     if num_classes is not None and meta["num_classes"] != num_classes:
         raise CheckpointError(f"{path}: checkpoint has {meta['num_classes']} classes, {num_classes} "
