@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpsl_tf.command import UserError
-from cpsl_tf.config import Config, save_config, to_dict
+from cpsl_tf.config import Config, to_dict
 from cpsl_tf.io_utils import atomic_write_json
+from cpsl_tf.run_config import write_run_config
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +327,7 @@ def _run_selected(ctx: RunContext, only: str | None, start: str | None, force: b
 
     cfg = ctx.cfg
     remove_leftovers(ctx.run_dir, locked_at, recursive=False)
-    save_config(cfg, ctx.run_dir / "config.json")
+    write_run_config(cfg, ctx.run_dir)
     forced = set(selected_stages(cfg, only, start)) if (force or only or start) else set()
     for stage in selected_stages(cfg, only, start):
         if stage not in forced and is_done(ctx, stage):
