@@ -1,15 +1,20 @@
 """``manifest.json`` written beside every exported artefact (ONNX, INT8/FP16 ONNX, TensorRT engine).
 
 The manifest says how to feed the model (input shape, layout, normalisation), what comes out (classes,
-palette, output kind), how it was made (opset, precision, source checkpoint with its SHA-256) and how
-well it matches Keras (``parity`` with ``max_abs_logit_diff``, ``argmax_agreement``, ``miou_keras``,
-``miou_onnx``). Checks outside the project read these keys; keep their names.
+palette, output kind), how it was made (opset, precision, source checkpoint with its SHA-256, ``tools`` with
+their versions, ``created``, ``command``) and how well it matches Keras (``parity`` with
+``max_abs_logit_diff``, ``argmax_agreement``, ``miou_keras``, ``miou_onnx``) on which images
+(``evaluation_data``). Checks outside the project read these keys; keep their names.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import shlex
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cpsl_tf.io_utils import atomic_write_json
@@ -32,11 +37,26 @@ def input_shape(layout: str, height: int, width: int) -> list:
     return ["batch", 3, height, width] if layout == "nchw" else ["batch", height, width, 3]
 
 
+def tool_versions(kind: str, precision: str) -> dict[str, str]:
+    """Versions of the libraries that made an artefact of ``kind`` and ``precision``: TensorFlow and Keras
+    (the source model), tf2onnx and ONNX (conversion), ONNX Runtime (parity, INT8 quantisation), the FP16
+    converter for FP16 models and TensorRT for engines."""
+    modules = ["tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"]
+    if precision.startswith("float16"):
+        modules.append("onnxconverter_common")
+    if kind == "tensorrt":
+        modules.append("tensorrt")
+    return {name: importlib.import_module(name).__version__ for name in modules}
+
+
 def make_manifest(*, artefact: str | Path, kind: str, precision: str, height: int, width: int,
                   layout: str, output: str, argmax_dtype: str, class_names, input_mean, input_std,
                   opset: int | None, checkpoint: str | Path | None, align_corners: bool,
-                  parity: dict | None = None, extra: dict | None = None) -> dict:
-    """Everything a consumer needs to run ``artefact`` and trust its outputs."""
+                  evaluation_data: dict | None = None, parity: dict | None = None,
+                  extra: dict | None = None) -> dict:
+    """Everything a consumer needs to run ``artefact`` and trust its outputs: how it was made (tools, time,
+    command) and on which images (``evaluation_data``: dataset, root and split, or folders, and the number of
+    images) its gates were measured."""
     artefact = Path(artefact)
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -44,6 +64,10 @@ def make_manifest(*, artefact: str | Path, kind: str, precision: str, height: in
         "artefact_sha256": sha256_file(artefact) if artefact.is_file() else None,
         "kind": kind,
         "precision": precision,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", *sys.argv]),
+        "tools": tool_versions(kind, precision),
+        "evaluation_data": evaluation_data,
         "input": {
             "name": "image",
             "shape": input_shape(layout, height, width),

@@ -47,8 +47,10 @@ class ExportOptions:
 
 def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_samples: Sequence,
                  calibration_samples: Sequence = (), options: ExportOptions | None = None,
-                 checkpoint: str | Path | None = None, log=print) -> dict:
-    """Run the whole export; return {artefact name: manifest}."""
+                 checkpoint: str | Path | None = None, log=print,
+                 evaluation_data: dict | None = None) -> dict:
+    """Run the whole export; return {artefact name: manifest}. ``evaluation_data`` says where
+    ``eval_samples`` come from (e.g. dataset, root and split) for the manifests."""
     options = options or ExportOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +61,8 @@ def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_sam
                   argmax_dtype=cfg.argmax_dtype, class_names=meta["class_names"],
                   input_mean=model_cfg.get("input_mean", [0.0] * 3),
                   input_std=model_cfg.get("input_std", [1.0] * 3),
-                  opset=cfg.opset, checkpoint=checkpoint, align_corners=align_corners)
+                  opset=cfg.opset, checkpoint=checkpoint, align_corners=align_corners,
+                  evaluation_data={**(evaluation_data or {}), "images": len(eval_samples)})
 
     onnx_path = out / "model.onnx"
     proto = export_onnx(model, onnx_path, height=cfg.height, width=cfg.width, layout=cfg.layout,
