@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import re
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cpsl_tf.config import Config, ConfigError, config_from_dict
+from cpsl_tf.command import UserError, run_command
+from cpsl_tf.config import Config, ConfigError
 from cpsl_tf.data import datasets
 from cpsl_tf.evaluation import plots
 from cpsl_tf.io_utils import atomic_write_json, atomic_write_text
 from cpsl_tf.labels import RARE_CLASSES, class_names, colorize
+from cpsl_tf.run_config import CONFIG_NAME, read_run_config
 from cpsl_tf.training.stages import selected_stages
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ RESULT_KEYS = ("miou", "mpa", "pa", "iou", "acc", "seconds")
 TOP_CONFUSIONS = 5
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A run folder that cannot be reported on (no config, malformed results); names the file."""
 
 
@@ -202,14 +203,12 @@ def _check_result(stage: str, result, num_classes: int, path: Path) -> dict:
 def read_run(run_dir: str | Path) -> RunFolder:
     """Config, results, evaluation histories and final models of a run folder."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
+    config_path = run_dir / CONFIG_NAME
     if not config_path.is_file():
         raise ReportError(f"{config_path} does not exist: {run_dir} is not a run folder (scripts/train.py "
                           "writes the resolved config there when a run starts)")
     try:
-        cfg = config_from_dict(json.loads(config_path.read_text()), str(config_path))
-    except json.JSONDecodeError as error:
-        raise ReportError(f"{config_path}: not valid JSON ({error})") from error
+        cfg = read_run_config(run_dir)
     except ConfigError as error:
         raise ReportError(str(error)) from error
     missing = []
@@ -666,10 +665,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--examples must be non-negative, got {args.examples}")
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max-images must be at least 1, got {args.max_images}")
-    try:
-        path = build_report(args.run_dir, args.examples, args.max_images, run_models=not args.no_model)
-    except ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return run_command(lambda: report_command(args))
+
+
+def report_command(args: argparse.Namespace) -> int:
+    path = build_report(args.run_dir, args.examples, args.max_images, run_models=not args.no_model)
     print(f"wrote {path} and {path.with_suffix('.html')}")
     return 0

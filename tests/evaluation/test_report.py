@@ -204,5 +204,5 @@ def test_partial_run_without_models(tmp_path, rng, capsys):
 
 
 def test_not_a_run_folder(tmp_path, capsys):
-    assert main([str(tmp_path)]) == 1
+    assert main([str(tmp_path)]) == 2
     assert "config.json does not exist" in capsys.readouterr().err
