@@ -581,8 +581,8 @@ SMOKE = {
 
 
 def shrink(cfg: Config, keep: Collection[str] = (), source: str = "smoke config") -> Config:
-    """A smoke-run version of any config (:data:`SMOKE`, and the name gains ``-smoke``); the dotted keys in
-    ``keep`` (those set explicitly) keep their values.
+    """A smoke-run version of any config (:data:`SMOKE`, the name gains ``-smoke`` and the description says
+    it is a smoke run); the dotted keys in ``keep`` (those set explicitly) keep their values.
 
     A generated benchmark is written to ``<folder>-smoke`` beside the configured one, even when its folders
     were set explicitly, so a smoke run never replaces the full benchmark.
@@ -592,7 +592,9 @@ def shrink(cfg: Config, keep: Collection[str] = (), source: str = "smoke config"
         return str(folder.with_name(folder.name + "-smoke") / Path(root).name)
 
     raw = to_dict(cfg)
-    changes = {"name": cfg.name + "-smoke", **SMOKE}
+    # The config's own description would state the sizes it was written for, not the shrunk ones.
+    changes = {"name": cfg.name + "-smoke", "description": f"A smoke run (--quick) of config {cfg.name}.",
+               **SMOKE}
     for key, value in changes.items():
         if key not in keep:
             _set_key(raw, key.split("."), value, source)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from cpsl_tf.command import UserError, run_command
@@ -36,9 +37,9 @@ from cpsl_tf.config import Config, ConfigError
 from cpsl_tf.data import datasets
 from cpsl_tf.evaluation import plots
 from cpsl_tf.io_utils import atomic_write_json, atomic_write_text
-from cpsl_tf.labels import RARE_CLASSES, class_names, colorize
+from cpsl_tf.labels import RARE_CLASSES, class_names, colorize, palette
 from cpsl_tf.run_config import CONFIG_NAME, read_run_config
-from cpsl_tf.training.stages import selected_stages
+from cpsl_tf.training.stages import TRAIN_HISTORY, selected_stages
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ SELF_LABELING_STATE = Path("cpsl") / "self_labeling.npz"
 HISTORY_NAME = "eval_history.jsonl"
 RESULT_KEYS = ("miou", "mpa", "pa", "iou", "acc", "seconds")
 TOP_CONFUSIONS = 5
+# The pixels a model gets wrong in the examples' error column.
+ERROR_COLOUR = (255, 0, 0)
 
 
 class ReportError(UserError, ValueError):
@@ -144,6 +147,27 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
     return "\n".join(parts)
 
 
+class ReportFolder:
+    """The report's folder. It hands out the paths of the files a build writes, and then removes the figures
+    and JSON files of an earlier build that this one did not write: a rerun with ``--no-model`` leaves no
+    confusion matrix or examples of older models beside the new report."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.written: set[str] = set()
+
+    def file(self, name: str) -> Path:
+        self.written.add(name)
+        return self.path / name
+
+    def remove_stale(self) -> list[Path]:
+        stale = [path for path in self.path.iterdir()
+                 if path.is_file() and path.suffix in (".png", ".json") and path.name not in self.written]
+        for path in stale:
+            path.unlink()
+        return stale
+
+
 # --------------------------------------------------------------------------------------------- reading
 
 
@@ -156,7 +180,13 @@ class RunFolder:
     results: dict[str, dict]
     histories: dict[str, list[dict]]
     models: dict[str, Path]
+    # Each stage's training numbers every train.log_every steps (train_history.jsonl).
+    losses: dict[str, list[dict]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    # Share of each class in the target-train ground truth, else in the self-training pseudo labels
+    # (class_share_of says which).
+    class_share: np.ndarray | None = None
+    class_share_of: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -167,23 +197,29 @@ class RunFolder:
         return class_names(self.num_classes)
 
 
-def read_history(path: Path) -> list[dict]:
-    """Periodic evaluations of a stage, one per step (a resumed stage may have logged a step twice: the
-    later entry wins), sorted by step. A line cut short by a crash is skipped with a warning."""
+def read_steps(path: Path, required: Sequence[str] = ()) -> list[dict]:
+    """The numbers of a JSON-lines log of one entry per step, with the ``required`` keys (kept when null),
+    sorted by step. A resumed stage may have logged a step twice: the later entry wins. A line cut short by
+    a crash is skipped with a warning."""
     by_step: dict[int, dict] = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
-            # The scores every stage logs, and any diagnostics a stage adds (numbers only).
-            extra = {key: value for key, value in entry.items()
-                     if isinstance(value, (int, float)) and not isinstance(value, bool)}
-            by_step[int(entry["step"])] = {**extra, "step": int(entry["step"]), "miou": entry["miou"],
-                                           "mpa": entry["mpa"], "pa": entry.get("pa")}
+            numbers = {key: value for key, value in entry.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            by_step[int(entry["step"])] = {**numbers, **{key: entry[key] for key in required},
+                                           "step": int(entry["step"])}
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            log.warning("%s:%d: skipping an unreadable evaluation entry (%s)", path, number, error)
+            log.warning("%s:%d: skipping an unreadable entry (%s)", path, number, error)
     return [by_step[step] for step in sorted(by_step)]
+
+
+def read_history(path: Path) -> list[dict]:
+    """Periodic evaluations of a stage: the scores every stage logs (``pa`` None when absent) and any
+    diagnostics a stage adds."""
+    return [{"pa": None, **entry} for entry in read_steps(path, ("miou", "mpa"))]
 
 
 def _check_result(stage: str, result, num_classes: int, path: Path) -> dict:
@@ -232,7 +268,9 @@ def read_run(run_dir: str | Path) -> RunFolder:
                  if (run_dir / s / HISTORY_NAME).is_file()}
     models = {s: run_dir / s / "model.weights.h5" for s in order
               if (run_dir / s / "model.weights.h5").is_file()}
-    return RunFolder(run_dir, cfg, results, histories, models, missing)
+    losses = {s: read_steps(run_dir / s / TRAIN_HISTORY) for s in order
+              if (run_dir / s / TRAIN_HISTORY).is_file()}
+    return RunFolder(run_dir, cfg, results, histories, models, losses, missing)
 
 
 def stage_status(run: RunFolder, stage: str) -> str:
@@ -287,7 +325,7 @@ def rare_class_miou(ious: Sequence, names: Sequence[str]) -> float | None:
 # --------------------------------------------------------------------------------------------- sections
 
 
-def stage_sections(run: RunFolder, out: Path) -> list[Block]:
+def stage_sections(run: RunFolder, out: ReportFolder) -> list[Block]:
     blocks: list[Block] = [Heading("Stages")]
     expected = selected_stages(run.cfg)
     blocks.append(Table(["stage", "status", "final model", "target-val scores"],
@@ -316,9 +354,15 @@ def stage_sections(run: RunFolder, out: Path) -> list[Block]:
                Table(["class", *run.results],
                      [[name, *(percent(r["iou"][i], 1) for r in run.results.values())]
                       for i, name in enumerate(run.names)])]
-    plots.plot_per_class_iou({s: r["iou"] for s, r in run.results.items()}, run.names,
-                             out / "per_class_iou.png")
-    blocks.append(Image("per_class_iou.png", "Per-class IoU on target val, per stage."))
+    order = (np.argsort(-run.class_share, kind="stable") if run.class_share is not None
+             else np.arange(run.num_classes))
+    baseline = "warmup" if "warmup" in run.results and len(run.results) > 1 else None
+    plots.plot_per_class_iou({s: [r["iou"][i] for i in order] for s, r in run.results.items()},
+                             [run.names[i] for i in order], out.file("per_class_iou.png"), baseline)
+    what = "Change of each class's IoU against the warm-up (points)" if baseline else "Per-class IoU"
+    sorting = (f"classes from the most to the least frequent in the {run.class_share_of}"
+               if run.class_share is not None else "classes in protocol order")
+    blocks.append(Image("per_class_iou.png", f"{what} on target val, per stage; {sorting}."))
     return blocks
 
 
@@ -355,7 +399,7 @@ def pseudo_label_distributions(run: RunFolder) -> dict[str, np.ndarray]:
     return found
 
 
-def distribution_section(run: RunFolder, out: Path, max_images: int | None) -> list[Block]:
+def distribution_section(run: RunFolder, out: ReportFolder, max_images: int | None) -> list[Block]:
     blocks: list[Block] = [Heading("Class distribution (paper Fig. 6)")]
     distributions: dict[str, np.ndarray] = {}
     record: dict = {"classes": list(run.names)}
@@ -377,13 +421,18 @@ def distribution_section(run: RunFolder, out: Path, max_images: int | None) -> l
         else:
             run.missing.append("target-train ground truth: the counted labels hold no class pixel")
     distributions.update(pseudo_label_distributions(run))
+    for label, source in (("ground truth", "target-train ground truth"),
+                          ("self-training pseudo labels", "self-training pseudo labels of target train")):
+        if label in distributions:
+            run.class_share, run.class_share_of = distributions[label], source
+            break
     if not distributions:
         return blocks + [Paragraph("Nothing to show: see Missing.")]
     keys = {"ground truth": "ground_truth", "self-training pseudo labels": "self_training",
             "CPSL rectified labels": "cpsl_rectified"}
     for label, values in distributions.items():
         record.setdefault(keys[label], {})["distribution"] = values.tolist()
-    atomic_write_json(out / "class_distribution.json", record)
+    atomic_write_json(out.file("class_distribution.json"), record)
     text = ("Share of pixels per class (%) on target train. Ground truth: valid pixels of the label files"
             + (f" ({record['ground_truth']['images']} of {record['ground_truth']['images_total']} images)"
                if "ground_truth" in record else "")
@@ -397,7 +446,7 @@ def distribution_section(run: RunFolder, out: Path, max_images: int | None) -> l
         rows.append(["distance to ground truth (total variation, %)",
                      *(f"{50 * np.abs(v - truth).sum():.3g}" if label != "ground truth" else "-"
                        for label, v in distributions.items())])
-    plots.plot_class_distributions(distributions, run.names, out / "class_distribution.png")
+    plots.plot_class_distributions(distributions, run.names, out.file("class_distribution.png"))
     return blocks + [Paragraph(text), Table(["class", *distributions], rows),
                      Image("class_distribution.png", "Class distribution on target train (log scale).")]
 
@@ -410,7 +459,7 @@ def angles_degrees(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arctan2(np.linalg.norm(a - cosine[:, None] * b, axis=1), cosine))
 
 
-def mechanism_section(run: RunFolder, out: Path) -> list[Block]:
+def mechanism_section(run: RunFolder, out: ReportFolder) -> list[Block]:
     """Did the clustering move, and which way: W and W' against their start (the normalised Eq. 7
     prototypes), the collapse check, and the diagnostics logged during the stage."""
     blocks: list[Block] = [Heading("Self-labeling mechanism")]
@@ -438,7 +487,7 @@ def mechanism_section(run: RunFolder, out: Path) -> list[Block]:
     end_cosine = end @ end.T
     np.fill_diagonal(end_cosine, -np.inf)
     norms = np.linalg.norm(state["prototypes"], axis=1)
-    plots.plot_head_travel(travel, run.names, spacing, out / "head_travel.png")
+    plots.plot_head_travel(travel, run.names, spacing, out.file("head_travel.png"))
     rows = [[name, f"{moved[i]:.2f}", f"{travel['W'][i]:.2f}", f"{spacing[i]:.1f}",
              run.names[int(np.argmax(end_cosine[i]))], f"{end_cosine[i].max():.3f}", f"{norms[i]:.3f}"]
             for i, name in enumerate(run.names)]
@@ -477,24 +526,70 @@ def stage_offsets(cfg: Config) -> dict[str, int]:
     return offsets
 
 
-def curves_section(run: RunFolder, out: Path) -> list[Block]:
+def starting_point(cfg: Config, stage: str) -> str | None:
+    """The stage whose final network ``stage`` starts from, so that its score at its first step is that
+    stage's final score: CPSL's student is the warm-up model, a distillation round's student its teacher
+    when ``distill.student_init`` is "teacher"."""
+    if stage == "cpsl":
+        return "warmup"
+    if stage.startswith("distill") and cfg.distill.student_init == "teacher":
+        return "cpsl" if stage == "distill1" else f"distill{int(stage[-1]) - 1}"
+    return None
+
+
+def _scores(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def stage_curves(run: RunFolder) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(steps over the whole run, mIoU, MPA) of each stage that has scores: the final score of the stage it
+    starts from (:func:`starting_point`), its periodic evaluations, then its own final score, so that
+    consecutive stages join into one line."""
+    offsets, lengths = stage_offsets(run.cfg), stage_lengths(run.cfg)
+    curves = {}
+    for stage in [s for s in MODEL_STAGES if run.histories.get(s) or s in run.results]:
+        points = [(offsets[stage] + e["step"], e["miou"], e["mpa"]) for e in run.histories.get(stage, [])]
+        end = offsets[stage] + lengths[stage]
+        if stage in run.results and (not points or points[-1][0] != end):
+            points.append((end, run.results[stage]["miou"], run.results[stage]["mpa"]))
+        start = starting_point(run.cfg, stage)
+        if start in run.results:
+            points.insert(0, (offsets[stage], run.results[start]["miou"], run.results[start]["mpa"]))
+        steps, miou, mpa = zip(*points)
+        curves[stage] = (np.array(steps, dtype=np.int64), _scores(miou), _scores(mpa))
+    return curves
+
+
+def loss_curves(run: RunFolder) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(steps over the whole run, total training loss) of each stage that logged its training numbers; the
+    warm-up, which logs no total, contributes its source cross-entropy ``loss_src``."""
+    offsets = stage_offsets(run.cfg)
+    curves = {}
+    for stage, entries in run.losses.items():
+        if stage not in offsets:
+            continue
+        totals = [(offsets[stage] + e["step"], e.get("loss", e.get("loss_src"))) for e in entries
+                  if "loss" in e or "loss_src" in e]
+        if totals:
+            steps, values = zip(*totals)
+            curves[stage] = (np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64))
+    return curves
+
+
+def curves_section(run: RunFolder, out: ReportFolder) -> list[Block]:
     blocks: list[Block] = [Heading("Training curves (paper Fig. 4/7)")]
     histories = {s: h for s, h in run.histories.items() if h}
     for stage in run.results:
         if stage not in histories:
             run.missing.append(f"stage `{stage}` has no periodic evaluations (`{stage}/{HISTORY_NAME}`)")
-    if not histories:
-        return blocks + [Paragraph("No periodic evaluations were logged: see Missing.")]
-    offsets = stage_offsets(run.cfg)
-    curves = {s: (np.array([offsets[s] + e["step"] for e in h], dtype=np.int64),
-                  np.array([np.nan if e["miou"] is None else e["miou"] for e in h], dtype=np.float64),
-                  np.array([np.nan if e["mpa"] is None else e["mpa"] for e in h], dtype=np.float64))
-              for s, h in histories.items()}
-    lengths = stage_lengths(run.cfg)
+    curves, losses = stage_curves(run), loss_curves(run)
+    if not curves and not losses:
+        return blocks + [Paragraph("No scores or training numbers were logged: see Missing.")]
+    offsets, lengths = stage_offsets(run.cfg), stage_lengths(run.cfg)
     finals = {s: (offsets[s] + lengths[s], run.results[s]["miou"], run.results[s]["mpa"])
-              for s in histories if s in run.results}
-    plots.plot_training_curves(curves, {s: offsets[s] for s in histories}, out / "training_curves.png",
-                               finals)
+              for s in curves if s in run.results}
+    plots.plot_training_curves(curves, {s: offsets[s] for s in [*curves, *losses]},
+                               out.file("training_curves.png"), finals, losses)
     rows = []
     for stage, history in histories.items():
         best = max(history, key=lambda e: e["miou"] if _is_number(e["miou"]) else -1.0)
@@ -502,12 +597,18 @@ def curves_section(run: RunFolder, out: Path) -> list[Block]:
         rows.append([stage, str(len(history)), percent(history[0]["miou"]),
                      f"{percent(best['miou'])} (step {best['step']})", percent(history[-1]["miou"]),
                      percent(final)])
+    joined = [f"{stage} from the end of {starting_point(run.cfg, stage)}" for stage in curves
+              if starting_point(run.cfg, stage) in run.results]
     return blocks + [
-        Paragraph(f"Target-val scores every `train.eval_every` = {run.cfg.train.eval_every} steps; steps "
-                  "count over the whole run, each stage starting after the configured iterations of the ones "
-                  "before it."),
-        Table(["stage", "evaluations", "first mIoU", "best mIoU", "last mIoU", "final mIoU"], rows),
-        Image("training_curves.png", "mIoU and MPA on target val during training; stars: end of stage.")]
+        Paragraph(f"Target-val scores every `train.eval_every` = {run.cfg.train.eval_every} steps and at the "
+                  "end of each stage; steps count over the whole run, each stage starting after the "
+                  "configured iterations of the ones before it. A stage's line starts from the final score "
+                  f"of the network it starts from ({', '.join(joined) or 'none here'}). Training loss every "
+                  f"`train.log_every` = {run.cfg.train.log_every} steps (`<stage>/{TRAIN_HISTORY}`)."),
+        *([Table(["stage", "evaluations", "first mIoU", "best mIoU", "last mIoU", "final mIoU"], rows)]
+          if rows else []),
+        Image("training_curves.png", "mIoU and MPA on target val during training (stars: end of stage) and "
+              "the total training loss of each stage.")]
 
 
 def _load_model(run: RunFolder, stage: str):
@@ -517,7 +618,7 @@ def _load_model(run: RunFolder, stage: str):
     return model
 
 
-def confusion_section(run: RunFolder, out: Path, max_images: int | None) -> list[Block]:
+def confusion_section(run: RunFolder, out: ReportFolder, max_images: int | None) -> list[Block]:
     from cpsl_tf.evaluation.evaluate import evaluate_model
 
     blocks: list[Block] = [Heading("Confusion matrix")]
@@ -539,11 +640,11 @@ def confusion_section(run: RunFolder, out: Path, max_images: int | None) -> list
                             batch_size=cfg.eval.batch_size, align_corners=cfg.model.align_corners,
                             class_names=run.names)
     confusion = np.asarray(result["confusion"], dtype=np.int64)
-    atomic_write_json(out / "confusion.json", {"stage": stage, "images": len(chosen),
+    atomic_write_json(out.file("confusion.json"), {"stage": stage, "images": len(chosen),
                                                "classes": list(run.names), "confusion": confusion.tolist(),
                                                "miou": result["miou"], "mpa": result["mpa"]})
     title = f"{stage} on target {cfg.eval.split} ({len(chosen)} images)"
-    plots.plot_confusion(confusion, run.names, out / "confusion.png", title)
+    plots.plot_confusion(confusion, run.names, out.file("confusion.png"), title)
     share = np.nan_to_num(plots.row_normalised(confusion))
     np.fill_diagonal(share, 0.0)
     order = np.argsort(share, axis=None)[::-1][:TOP_CONFUSIONS]
@@ -572,7 +673,7 @@ def predict_class_map(model, image: np.ndarray, cfg: Config, label_shape: Sequen
     return np.asarray(upsampled_class_map(logits, size, cfg.model.align_corners)[0]).astype(np.uint8)
 
 
-def examples_section(run: RunFolder, out: Path, count: int) -> list[Block]:
+def examples_section(run: RunFolder, out: ReportFolder, count: int) -> list[Block]:
     blocks: list[Block] = [Heading("Qualitative examples (paper Fig. 3)")]
     distilled = [s for s in ("distill2", "distill1") if s in run.models][:1]
     stages = [s for s in ("warmup", "cpsl") if s in run.models] + distilled
@@ -594,17 +695,35 @@ def examples_section(run: RunFolder, out: Path, count: int) -> list[Block]:
         predictions[stage] = [predict_class_map(model, image, run.cfg,
                                                 image.shape[:2] if label is None else label.shape)
                               for image, label in zip(images, labels)]
+    last = stages[-1]
     rows = []
     for k, (image, label) in enumerate(zip(images, labels)):
         truth = None if label is None else colorize(label, run.num_classes)
         row = [("image", image), ("ground truth", truth)]
-        rows.append(row + [(stage, colorize(predictions[stage][k], run.num_classes)) for stage in stages])
-    plots.plot_examples(rows, out / "examples.png")
+        row += [(stage, colorize(predictions[stage][k], run.num_classes)) for stage in stages]
+        errors = None if label is None else error_map(image, predictions[last][k], label, run.num_classes)
+        rows.append(row + [(f"errors of {last}", errors)])
+    plots.plot_examples(rows, out.file("examples.png"), run.names, palette(run.num_classes))
     return blocks + [Paragraph(f"{len(samples)} target {run.cfg.eval.split} images: "
                                + ", ".join(f"`{s.name}`" for s in samples)
-                               + ". Ignored pixels are black."),
-                     Image("examples.png", "Image, ground truth, and the predictions of "
-                           + ", ".join(stages) + ".")]
+                               + ". Ignored pixels are black. The last column marks the pixels the final "
+                                 f"model (`{last}`) gets wrong in red over the image in grey."),
+                     Image("examples.png", "Image, ground truth, the predictions of " + ", ".join(stages)
+                           + f" and the errors of {last}; the class colours below.")]
+
+
+def error_map(image: np.ndarray, prediction: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
+    """RGB at the label's size: pixels whose prediction differs from the label in :data:`ERROR_COLOUR`, the
+    others the image in dimmed grey, pixels without a class black."""
+    height, width = label.shape
+    if image.shape[:2] != (height, width):
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    grey = (0.6 * image.mean(axis=2)).astype(np.uint8)
+    out = np.repeat(grey[..., np.newaxis], 3, axis=2)
+    valid = label < num_classes
+    out[valid & (prediction != label)] = ERROR_COLOUR
+    out[~valid] = 0
+    return out
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -618,11 +737,12 @@ def build_report(run_dir: str | Path, examples: int = 4, max_images: int | None 
     evenly spaced subset); ``run_models=False`` skips the confusion matrix and the examples.
     """
     run = read_run(run_dir)
-    out = run.run_dir / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    out = ReportFolder(run.run_dir / REPORT_DIR)
+    out.path.mkdir(parents=True, exist_ok=True)
     cfg = run.cfg
-    body = (stage_sections(run, out) + distribution_section(run, out, max_images)
-            + mechanism_section(run, out) + curves_section(run, out))
+    # The distributions first: the per-class figure of the stages orders the classes by frequency.
+    distributions = distribution_section(run, out, max_images)
+    body = stage_sections(run, out) + distributions + mechanism_section(run, out) + curves_section(run, out)
     if run_models:
         body += confusion_section(run, out, max_images)
         if examples > 0:
@@ -633,13 +753,30 @@ def build_report(run_dir: str | Path, examples: int = 4, max_images: int | None 
     head: list[Block] = [Heading(title, 1), Paragraph(
         f"Run folder `{run.run_dir}`; {cfg.data.source} -> {cfg.data.target}, {run.num_classes} classes, "
         f"CPSL preset `{cfg.cpsl.preset}`, backbone {cfg.model.backbone}. Written "
-        f"{time.strftime('%Y-%m-%d %H:%M')}." + (f" {cfg.description}" if cfg.description else ""))]
+        f"{time.strftime('%Y-%m-%d %H:%M')}." + (f" {cfg.description}" if cfg.description else "")),
+        Paragraph(settings_used(cfg))]
     if run.missing:
         head += [Heading("Missing"), Bullets(run.missing)]
     blocks = head + body
-    atomic_write_text(out / "report.md", render_markdown(blocks))
-    atomic_write_text(out / "report.html", render_html(blocks, title))
-    return out / "report.md"
+    atomic_write_text(out.file("report.md"), render_markdown(blocks))
+    atomic_write_text(out.file("report.html"), render_html(blocks, title))
+    out.remove_stale()
+    return out.file("report.md")
+
+
+def settings_used(cfg: Config) -> str:
+    """The sizes and lengths the run used, from its config (a ``--quick`` run's shrunk ones)."""
+    d, m = cfg.data, cfg.model
+
+    def size(hw: Sequence[int]) -> str:
+        return f"{hw[0]}x{hw[1]}"
+
+    rounds = cfg.distill.rounds
+    distill = f", {rounds} distillation round(s) of {cfg.distill.iterations}" if rounds else ""
+    return (f"Settings used: source images resized to {size(d.source_size)}, target images to "
+            f"{size(d.target_size)}, crops {size(d.crop_size)}, batch {cfg.train.batch_size}; {m.backbone} "
+            f"of base width {m.base_width}, head of {m.head_channels} channels; iterations: warm-up "
+            f"{cfg.warmup.iterations}, CPSL {cfg.cpsl.iterations}{distill}.")
 
 
 def _parser() -> argparse.ArgumentParser:

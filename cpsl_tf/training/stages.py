@@ -34,8 +34,11 @@ from cpsl_tf.run_config import write_run_config
 log = logging.getLogger(__name__)
 
 STAGES = ("warmup", "pseudo", "cpsl", "distill1", "distill2")
-# A training stage's periodic target-val evaluations, one JSON object per line.
+# A training stage's periodic target-val evaluations, one JSON object per line; its training numbers every
+# train.log_every steps, likewise; its TensorBoard logs (cpsl_tf.training.summaries).
 EVAL_HISTORY = "eval_history.jsonl"
+TRAIN_HISTORY = "train_history.jsonl"
+TENSORBOARD = "tensorboard"
 
 # What each stage's outputs depend on besides what the stages before it depend on: whole config sections,
 # and single keys ("section.key") that a stage reads outside those sections.
@@ -192,16 +195,18 @@ def _started_marker(stage_dir: Path) -> dict | None:
 
 
 def _move_aside(stage_dir: Path, suffix: str) -> Path:
-    """Move the training checkpoints and the evaluation history of a stage to ``checkpoints-<suffix>/`` and
-    ``eval_history-<suffix>.jsonl`` (replacing older copies); returns the checkpoints' new place."""
-    aside = stage_dir / f"checkpoints-{suffix}"
-    shutil.rmtree(aside, ignore_errors=True)
-    # Another worker of a multi-worker run may have moved them first.
-    with contextlib.suppress(FileNotFoundError):
-        (stage_dir / "checkpoints").rename(aside)
-    with contextlib.suppress(FileNotFoundError):
-        (stage_dir / EVAL_HISTORY).replace(stage_dir / f"{Path(EVAL_HISTORY).stem}-{suffix}.jsonl")
-    return aside
+    """Move the training checkpoints, the evaluation and training histories and the TensorBoard logs of a
+    stage to ``checkpoints-<suffix>/``, ``eval_history-<suffix>.jsonl``, ``train_history-<suffix>.jsonl`` and
+    ``tensorboard-<suffix>/`` (replacing older copies); returns the checkpoints' new place."""
+    for folder in ("checkpoints", TENSORBOARD):
+        shutil.rmtree(stage_dir / f"{folder}-{suffix}", ignore_errors=True)
+        # Another worker of a multi-worker run may have moved them first.
+        with contextlib.suppress(FileNotFoundError):
+            (stage_dir / folder).rename(stage_dir / f"{folder}-{suffix}")
+    for history in (EVAL_HISTORY, TRAIN_HISTORY):
+        with contextlib.suppress(FileNotFoundError):
+            (stage_dir / history).replace(stage_dir / f"{Path(history).stem}-{suffix}.jsonl")
+    return stage_dir / f"checkpoints-{suffix}"
 
 
 def set_aside_checkpoints(ctx: RunContext, stage: str, suffix: str) -> None:
