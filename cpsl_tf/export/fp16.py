@@ -7,6 +7,8 @@ float32 ONNX with the FP16 builder flag. ONNX Runtime's CPU provider lacks FP16 
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import onnx
@@ -16,6 +18,9 @@ from cpsl_tf.io_utils import atomic_write_bytes
 # Kept in float32: the final Resize (the converter turns its ``scales`` input into float16, which the
 # ONNX spec forbids) and the argmax (no FP16 kernel in ORT's CPU provider).
 FP32_OPS = ("Resize", "ArgMax")
+# How onnxconverter-common's warning about a value beyond float16's range begins.
+CLIPPED = "the float32 number "
+log = logging.getLogger(__name__)
 
 
 def convert_fp16(float_model: str | Path, output: str | Path) -> onnx.ModelProto:
@@ -25,7 +30,17 @@ def convert_fp16(float_model: str | Path, output: str | Path) -> onnx.ModelProto
         raise RuntimeError("FP16 export needs onnxconverter-common "
                            "(pip install onnxconverter-common)") from err
     model = onnx.load(str(float_model))
-    converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=list(FP32_OPS))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=list(FP32_OPS))
+    # The converter warns once per bound of every tensor it clips: summarised in one line.
+    clipped = [w for w in caught if str(w.message).startswith(CLIPPED)]
+    for w in caught:
+        if w not in clipped:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if clipped:
+        log.info("FP16: weights clipped to float16's range in %d places (e.g. %s)", len(clipped),
+                 str(clipped[0].message).removeprefix(CLIPPED))
     onnx.checker.check_model(converted)
     atomic_write_bytes(output, converted.SerializeToString())
     return converted
