@@ -181,3 +181,18 @@ def test_export_with_parity_and_predict_run_compiled(tmp_path, guard):
                                         str(images), "--out", str(predictions)]) == 0
     assert len(list(predictions.glob("*_classes.png"))) == 1
     assert sum(guard.values()) >= 1
+
+
+def test_compiled_functions_of_several_models_do_not_warn_of_retracing(caplog):
+    """Each model's function traces once; TensorFlow counts the tracings of functions that share their
+    Python code together, and warned of "excessive retracing" from the fifth model on."""
+    from cpsl_tf.models.segmenter import inference_function
+
+    images = np.zeros((1, 8, 8, 3), np.float32)
+    models = []
+    for _ in range(6):
+        inputs = keras.Input((None, None, 3))
+        models.append(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)))
+        with caplog.at_level("WARNING", logger="tensorflow"):
+            inference_function(models[-1], (8, 8))(images)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -14,6 +14,7 @@ one 1024x2048 image is killed above 23 GB that way, against a 1.9 GB peak compil
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Sequence
 
@@ -88,12 +89,16 @@ def inference_function(model: keras.Model, input_size: Sequence[int]):
     return functions[size]
 
 
-def _compile(get_model, size: tuple[int, int]):
-    @tf.function(input_signature=[tf.TensorSpec((None, *size, 3), tf.float32, name="images")])
-    def forward(images):
-        return get_model()(images, training=False)
+def _forward(get_model, images):
+    return get_model()(images, training=False)
 
-    return forward
+
+def _compile(get_model, size: tuple[int, int]):
+    # A partial, not a closure: TensorFlow counts the tracings of all functions that share a code object
+    # together, so closures for five models traced once each warned of "excessive retracing"; a partial has
+    # no code object of its own and is counted alone.
+    return tf.function(functools.partial(_forward, get_model),
+                       input_signature=[tf.TensorSpec((None, *size, 3), tf.float32, name="images")])
 
 
 def output_size(model: keras.Model, input_size: Sequence[int]) -> tuple[int, int]:
