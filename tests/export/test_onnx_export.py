@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import onnx
@@ -10,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from cpsl_tf.export.onnx_export import (
+    CATCH_ERRORS,
     convert,
     deploy_function,
     expected_dilated_convs,
@@ -125,3 +128,22 @@ def test_bad_arguments_are_named():
         deploy_function(model, H, W, layout="chw")
     with pytest.raises(ValueError, match="argmax_dtype"):
         deploy_function(model, H, W, argmax_dtype="int64")
+
+
+def test_conversion_does_not_deep_copy_the_graph_for_each_optimizer(tiny_model, monkeypatch):
+    """tf2onnx's error recovery copies the whole graph, weights included, before every optimizer: 15 GiB of
+    host memory for R101. The conversion turns it off, and leaves the environment as it was."""
+    from tf2onnx import optimizer
+
+    calls = []
+    original = optimizer.optimize_graph
+
+    def recording(graph, catch_errors=True, optimizers=None):
+        calls.append(catch_errors)
+        return original(graph, catch_errors, optimizers)
+
+    monkeypatch.setattr(optimizer, "optimize_graph", recording)
+    monkeypatch.delenv(CATCH_ERRORS, raising=False)
+    convert(deploy_function(tiny_model[0], H, W))
+    assert calls == [False]
+    assert CATCH_ERRORS not in os.environ
