@@ -13,14 +13,17 @@ counts of the model the config builds (no weights are loaded):
 
 * weights: f_SEG (float32 master copy), its gradient and SGD momentum, plus f'_SEG: 4 x parameters;
 * activations kept for the backward pass: every layer output of the student's forward, counted from the
-  functional graph at the crop size, times the batch, for the three student passes of a CPSL step
-  (source, weak target, strong target); the momentum network runs without a tape and holds one layer's
+  functional graph at the crop size, times the batch, for one student pass: a step computes the gradients
+  of its passes (CPSL: source, weak target, strong target) one pass at a time (``cpsl_tf/gradients.py``),
+  so only one pass's activations are alive; the momentum network runs without a tape and holds one layer's
   output at a time (ignored);
 * the memory bank (bank_size x head_channels float32).
 
 Counting every layer output (padding, BN and ReLU outputs included) makes the activation term an upper
 bound: frameworks free or fuse some of them. Framework workspace, fragmentation and cuDNN scratch are not
-counted. Mixed precision stores activations in 16 bits (half the activation term).
+counted; the cards' table keeps 10 % of each card for them. Mixed precision stores activations in 16 bits
+(half the activation term). The batch that fits a card is the per-device micro-batch; gradient accumulation
+(``train.gradient_accumulation_steps``) reaches the paper's batch 4 with any micro-batch that fits.
 """
 
 from __future__ import annotations
@@ -95,30 +98,61 @@ def model_counts(cfg) -> dict:
     return {"parameters": params, "buffers": buffers, "activations_per_image": activations}
 
 
+CARDS_GIB = (16, 24, 32, 80)
+CARD_RESERVE = 0.10  # of each card, for workspace and fragmentation
+
+
+def batches_that_fit(fixed_bytes: float, per_image_bytes: float) -> dict:
+    """The largest per-device batch whose estimate fits each card (0: not even one image)."""
+    return {f"{card} GiB": max(0, int((card * GIB * (1 - CARD_RESERVE) - fixed_bytes) // per_image_bytes))
+            for card in CARDS_GIB}
+
+
 def estimate(cfg) -> dict:
     counts = model_counts(cfg)
     batch = cfg.train.batch_size
     weights = 4 * (4 * counts["parameters"] + 2 * counts["buffers"])
-    activations = 4 * 3 * batch * counts["activations_per_image"]
+    per_image = 4 * counts["activations_per_image"]
     bank = 4 * cfg.cpsl.bank_size * cfg.model.head_channels
+    activations = batch * per_image
     return {**counts, "batch_size": batch, "crop_size": list(cfg.data.crop_size),
             "weights_gib": weights / GIB, "activations_gib": activations / GIB, "bank_gib": bank / GIB,
             "total_float32_gib": (weights + activations + bank) / GIB,
             "total_mixed_gib": (weights + activations / 2 + bank) / GIB,
-            "with_accumulation_4_float32_gib": (weights + activations / batch + bank) / GIB}
+            "batch_1_float32_gib": (weights + per_image + bank) / GIB,
+            "batch_that_fits_float32": batches_that_fit(weights + bank, per_image),
+            "batch_that_fits_mixed": batches_that_fit(weights + bank, per_image / 2)}
 
 
 def memory_table(result: dict) -> str:
-    lines = ["| config | crop | batch | params | GPU estimate fp32 (upper bound) | mixed | "
-             "batch 1 x 4 accumulation | peak host RSS (measured) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | crop | batch | params | GPU estimate fp32 (upper bound) | mixed | batch 1 fp32 | "
+             "peak host RSS (measured) |", "|---|---|---|---|---|---|---|---|"]
     measured = result.get("measured", {})
     peak = max((r["peak_rss_gib"] for r in measured.values()), default=None)
     for name, e in result["estimate"].items():
         rss = f"{peak:.2f} GiB" if name == "bench" and peak is not None else "-"
         lines.append(f"| {name} | {e['crop_size'][0]}x{e['crop_size'][1]} | {e['batch_size']} | "
                      f"{e['parameters'] / 1e6:.1f} M | {e['total_float32_gib']:.1f} GiB | "
-                     f"{e['total_mixed_gib']:.1f} GiB | {e['with_accumulation_4_float32_gib']:.1f} GiB | "
-                     f"{rss} |")
+                     f"{e['total_mixed_gib']:.1f} GiB | {e['batch_1_float32_gib']:.1f} GiB | {rss} |")
+    real = [(name, e) for name, e in result["estimate"].items() if name != "bench"]
+    if real:
+        name, e = real[0]
+        lines += ["", f"Per-device batch that fits a card ({' / '.join(n for n, _ in real)}, crop "
+                  f"{e['crop_size'][0]}x{e['crop_size'][1]}, {100 * CARD_RESERVE:.0f} % of the card kept for "
+                  "workspace; a lower bound, since the activation term is an upper bound):", "",
+                  "| card | float32 | mixed precision | paper batch 4 on one card |", "|---|---|---|---|"]
+        for card in e["batch_that_fits_float32"]:
+            fp32, mixed = e["batch_that_fits_float32"][card], e["batch_that_fits_mixed"][card]
+            if fp32 >= 4:
+                plan = "directly"
+            elif mixed >= 4:
+                plan = "mixed precision"
+            elif fp32 or mixed:
+                micro, kind = (fp32, "float32") if fp32 else (mixed, "mixed")
+                plan = f"accumulation {-(-4 // micro)} x {micro} ({kind})"
+            else:
+                plan = "does not fit"
+            lines.append(f"| {card} | {fp32} | {mixed} | {plan} |")
     return "\n".join(lines)
 
 

@@ -19,8 +19,10 @@ initialisation (``model.imagenet_weights=false``: no download); its wall time an
 with its parity gate against Keras) and ``predict.py`` with that ONNX model on a 2048x1024 frame.
 
 Each measured step is recorded as it finishes (``<workdir>/measurements.json``); a rerun skips the steps
-already measured, so an interrupted run resumes. Writes ``benchmarks/results/real_size.json`` and a Markdown
-table (``real_size.md``). Time nothing else while it runs: the wall times assume the machine is idle.
+already measured with success, so an interrupted run resumes. Entries of that file with a ``code`` field are
+the same steps measured under earlier code (added by hand) and are tabled apart. Writes
+``benchmarks/results/real_size.json`` and a Markdown table (``real_size.md``). Time nothing else while it
+runs: the wall times assume the machine is idle.
 """
 
 from __future__ import annotations
@@ -184,6 +186,13 @@ def markdown(result: dict) -> str:
                  if "store_bytes_per_image" in step else "")
         lines.append(f"| {config} | {name}{extra} | {step['seconds']:.0f} s | "
                      f"{step['peak_rss_gib']:.2f} GiB | {step['exit_code']} |")
+    if result["earlier_code"]:
+        lines += ["", "The same steps under earlier code (same tree and settings, one run each):", "",
+                  "| config | step | code | wall time | peak RSS |", "|---|---|---|---|---|"]
+        for key, step in result["earlier_code"].items():
+            config, name = key.split("/")
+            lines.append(f"| {config} | {name} | {step['code']} | {step['seconds']:.0f} s | "
+                         f"{step['peak_rss_gib']:.2f} GiB |")
     lines += ["", f"Command: `{result['command']}`. Sizes x{result['scale']}, {result['iterations']} "
               f"iterations per training stage at batch 1, random initialisation; {result['machine']['cpus']} "
               f"CPU cores, no GPU. Peak RSS of each step's own process (`wait4`); target "
@@ -222,11 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     roots = write_tree(workdir / "data", args.scale, args.source_images, args.target_train, args.target_val)
     for config in args.configs:
         run_config(config, roots, workdir, args.scale, args.iterations, done, record)
-    steps = {key: done[key] for config in args.configs for key in done if key.startswith(f"{config}/")}
+    # Entries with a "code" field were measured under earlier code, for comparison (added by hand).
+    ours = {key: step for key, step in done.items() if key.split("/")[0] in args.configs}
+    steps = {key: step for key, step in ours.items() if "code" not in step}
+    earlier = {key: step for key, step in ours.items() if "code" in step}
     result = {"command": command, "scale": args.scale, "iterations": args.iterations,
               "images": {"source": args.source_images, "target_train": args.target_train,
                          "target_val": args.target_val},
-              "steps": steps, "peak_rss_gib": max(s["peak_rss_gib"] for s in steps.values()),
+              "steps": steps, "earlier_code": earlier,
+              "peak_rss_gib": max(s["peak_rss_gib"] for s in steps.values()),
               "target_gib": TARGET_GIB,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
     result["under_target"] = result["peak_rss_gib"] <= TARGET_GIB and all(
