@@ -3,8 +3,9 @@
 Exit codes, the same for every script in ``scripts/``:
 
 * 0: done;
-* 1: a bug (its traceback is printed), or a result the script documents as a failure (a parity gate that
-  fails, inputs that ``predict.py`` skipped);
+* 1: a bug (its traceback is printed), or a result the script documents as a failure (an export whose
+  parity gate fails, inputs that ``predict.py`` skipped, unreadable files that ``prepare_data.py verify``
+  found);
 * 2: a mistake in the inputs: a missing or damaged file, a folder of the wrong layout, a bad setting, a full
   disk. One line ``error: <file>: <what was expected>``, no traceback;
 * 130: interrupted (Ctrl-C).

@@ -7,6 +7,9 @@ Every worker runs the same command; worker 0 is the chief (it writes checkpoints
 listens on loopback ports only (127.0.0.1). When one worker fails, or the time limit passes, the others
 are stopped. For several machines, set TF_CONFIG on each machine yourself (same ``cluster``, its own
 ``task.index``) and run the command there.
+
+Exit codes: 0 every worker exited with 0; 1 a worker failed or was stopped (each worker's code is printed);
+2 bad arguments.
 """
 
 from __future__ import annotations
@@ -85,17 +88,28 @@ def launch(command: list[str], workers: int, timeout: float, log_dir: Path | Non
     return [p.returncode for p in processes]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scripts/launch_workers.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=2, help="number of local workers (default 2)")
-    parser.add_argument("--timeout", type=float, default=24 * 3600, help="seconds before all are stopped")
-    parser.add_argument("--log-dir", type=Path, default=None, help="write worker_<i>.log files here")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="number of local workers (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=24 * 3600,
+                        help="seconds before all are stopped (default: %(default)s, a day)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="write worker_<i>.log files here (default: the workers write to this "
+                             "process' output)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command after --")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the worker command after --")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
     codes = launch(command, args.workers, args.timeout, args.log_dir)
     for index, code in enumerate(codes):
         print(f"worker {index}: exit code {code}")

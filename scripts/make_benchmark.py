@@ -4,6 +4,9 @@
         [--num-source 1000 --num-target-train 1000 --num-target-val 200] [--workers 2]
 
 Skips the work when <out>/benchmark.json already records the same parameters.
+
+Exit codes: 0 done; 1 a bug (traceback); 2 bad parameters, an unwritable folder or a full disk (one
+message); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,26 +18,42 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cpsl_tf.command import run_command  # noqa: E402
 from cpsl_tf.data.bench_style import DEFAULT_SHIFT, VARIANT_SEEDS  # noqa: E402
 from cpsl_tf.data.benchmark import format_statistics, generate_benchmark  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scripts/make_benchmark.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="data/bench", help="output folder (default: data/bench)")
     parser.add_argument("--variant", default="A", choices=sorted(VARIANT_SEEDS),
-                        help="domain-shift variant; B is a differently drawn shift of the same strength")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the scene contents")
-    parser.add_argument("--height", type=int, default=96)
-    parser.add_argument("--width", type=int, default=192)
-    parser.add_argument("--num-source", type=int, default=1000)
-    parser.add_argument("--num-target-train", type=int, default=1000)
-    parser.add_argument("--num-target-val", type=int, default=200)
+                        help="domain-shift variant; B is a differently drawn shift of the same strength "
+                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the scene contents (default: %(default)s)")
+    parser.add_argument("--height", type=int, default=96, help="image height (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=192, help="image width (default: %(default)s)")
+    parser.add_argument("--num-source", type=int, default=1000,
+                        help="labelled source images (default: %(default)s)")
+    parser.add_argument("--num-target-train", type=int, default=1000,
+                        help="target training images (default: %(default)s)")
+    parser.add_argument("--num-target-val", type=int, default=200,
+                        help="target validation images (default: %(default)s)")
     parser.add_argument("--shift", type=float, default=DEFAULT_SHIFT,
                         help=f"strength of the target shift in [0, 1] (default {DEFAULT_SHIFT})")
     parser.add_argument("--workers", type=int, default=2,
-                        help="worker processes (the output is the same for any number)")
+                        help="worker processes; the output is the same for any number (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    return run_command(lambda: generate(args, parser))
+
+
+def generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     start = time.perf_counter()
     try:
         stats = generate_benchmark(args.out, variant=args.variant, seed=args.seed, height=args.height,

@@ -31,6 +31,7 @@ from PIL import Image
 
 from cpsl_tf.command import UserError
 from cpsl_tf.labels import SUPPORTED_NUM_CLASSES, map_labels
+from cpsl_tf.user_paths import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _name_list(names: Sequence[str]) -> str:
 
 def _describe_folder(root: Path) -> str:
     if not root.exists():
-        return f"{root} does not exist"
+        return f"{root} does not exist{did_you_mean(root)}"
     if not root.is_dir():
         return f"{root} is a file, not a folder"
     entries = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())

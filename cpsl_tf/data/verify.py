@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cpsl_tf.command import EXIT_USER_ERROR, run_command
 from cpsl_tf.data.datasets import (
     RAW_ID_COUNT,
     READERS,
@@ -33,14 +34,14 @@ from cpsl_tf.data.datasets import (
     read_raw_label,
 )
 from cpsl_tf.io_utils import atomic_path, atomic_write_json
-from cpsl_tf.labels import IGNORE_INDEX, class_names, lookup_table, palette
+from cpsl_tf.labels import IGNORE_INDEX, SUPPORTED_NUM_CLASSES, class_names, lookup_table, palette
 
 logger = logging.getLogger(__name__)
 
 _LABEL_TABLE = {"cityscapes": "cityscapes", "folder": "cityscapes", "gta5": "gta5", "synthia": "synthia"}
 _FILES_LISTED = 100
 
-EXIT_OK, EXIT_UNREADABLE, EXIT_BAD_LAYOUT = 0, 1, 2
+EXIT_OK, EXIT_UNREADABLE, EXIT_BAD_LAYOUT = 0, 1, EXIT_USER_ERROR
 
 
 @dataclass
@@ -257,11 +258,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--root", required=True, help="dataset root folder")
     verify.add_argument("--split", default="train", help="Cityscapes split (default: train)")
-    verify.add_argument("--num-classes", type=int, default=19, choices=(19, 16, 13))
-    verify.add_argument("--label-root", help="parallel label folder of a 'folder' dataset")
-    verify.add_argument("--json", help="write the full report to this JSON file")
-    verify.add_argument("--plot", help="write a bar chart of the class histogram to this PNG file")
-    verify.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding threads")
+    verify.add_argument("--num-classes", type=int, default=19, choices=SUPPORTED_NUM_CLASSES,
+                        help="class protocol of the histogram (default: %(default)s)")
+    verify.add_argument("--label-root", help="parallel label folder of a 'folder' dataset (default: none)")
+    verify.add_argument("--json", help="write the full report to this JSON file (default: none)")
+    verify.add_argument("--plot", help="write a bar chart of the class histogram to this PNG file (default: "
+                                       "none)")
+    verify.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="decoding threads (default: %(default)s, the CPUs up to 4)")
     verify.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -270,14 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        report = verify_dataset(
-            args.dataset, args.root, args.split, args.num_classes,
-            label_root=args.label_root, workers=args.workers, progress=not args.no_progress,
-        )
-    except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_LAYOUT
+    return run_command(lambda: verify(args))
+
+
+def verify(args: argparse.Namespace) -> int:
+    report = verify_dataset(
+        args.dataset, args.root, args.split, args.num_classes,
+        label_root=args.label_root, workers=args.workers, progress=not args.no_progress,
+    )
     print(format_report(report))
     if args.json:
         atomic_write_json(args.json, report)

@@ -21,12 +21,17 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from cpsl_tf.command import UserError
 from cpsl_tf.export.samples import batches, sample_paths
 
 # Ops given Q/DQ inputs: TensorRT fuses Q/DQ into convolutions, matmuls and residual additions; the rest
 # stay in float, as NVIDIA's placement recommendations suggest. MaxPool is left out on purpose: its
 # input is padded with -inf (PyTorch padding semantics), which has no finite calibration range.
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Add")
+
+
+class CalibrationError(UserError, ValueError):
+    """The calibration images cannot be used: none, or some of them are evaluation images."""
 
 
 class ImageCalibrationReader(CalibrationDataReader):
@@ -62,10 +67,11 @@ def quantize_int8(float_model: str | Path, output: str | Path, calibration_sampl
     """Write the Q/DQ INT8 model to ``output``; return what was done (for the manifest)."""
     overlap = sample_paths(calibration_samples) & sample_paths(evaluation_samples)
     if overlap:
-        raise ValueError(f"INT8 calibration must use target training images, not evaluation images; "
-                         f"{len(overlap)} images are in both sets, e.g. {sorted(overlap)[0]}")
+        raise CalibrationError(f"INT8 calibration must use target training images, not evaluation images; "
+                               f"{len(overlap)} images are in both sets, e.g. {sorted(overlap)[0]} (a folder "
+                               "dataset has no splits: give other frames with --calib-images DIR)")
     if not calibration_samples:
-        raise ValueError("INT8 calibration needs at least one target training image")
+        raise CalibrationError("INT8 calibration needs at least one target training image")
     methods = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:

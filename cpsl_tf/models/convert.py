@@ -31,20 +31,23 @@ from cpsl_tf.config import ModelConfig
 from cpsl_tf.io_utils import atomic_path
 from cpsl_tf.labels import SUPPORTED_NUM_CLASSES, class_names
 from cpsl_tf.models.checkpoint import save_model_checkpoint, sidecar_path
+from cpsl_tf.models.official_checkpoint import OFFICIAL_ASPP_RATES, TRUST_FLAG
 from cpsl_tf.models.resnet import RESNET_SPECS
 from cpsl_tf.models.segmenter import build_segmenter
+from cpsl_tf.user_paths import require_file
 
 log = logging.getLogger(__name__)
 
-OFFICIAL_ASPP_RATES = (6, 12, 18, 24)
-# The command-line opt-out of the safe loader (scripts/convert_checkpoint.py).
-TRUST_FLAG = "--trust-checkpoint-code"
 # Buffers with no Keras counterpart.
 IGNORED_LEAVES = ("num_batches_tracked",)
 
 
 class ConversionError(UserError, ValueError):
     """The checkpoint is not an official DeepLab-v2/ProDA state dict this converter understands."""
+
+
+class TorchMissingError(UserError, ImportError):
+    """PyTorch, which reading an official checkpoint needs, is not installed."""
 
 
 class UnsafeCheckpointError(ConversionError):
@@ -103,14 +106,12 @@ def read_official_checkpoint(path: str | Path, trust_code: bool = False
     as ``iter`` and ``best_iou``). Bare state dicts and ``module.`` prefixes from DataParallel are accepted
     too. The file is read with torch's safe loader; :class:`UnsafeCheckpointError` when it needs more.
     ``trust_code=True`` unpickles without restriction (a file you vouch for: unpickling can run code)."""
+    path = require_file(path, "an official CPSL/ProDA PyTorch checkpoint (.pth, *_best_model.pkl)")
     try:
         import torch
     except ImportError as err:
-        raise ImportError("converting PyTorch checkpoints needs torch: pip install 'cpsl-tf[convert]' "
-                          "(torch==2.13.0, a CPU build is enough)") from err
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file does not exist")
+        raise TorchMissingError("converting PyTorch checkpoints needs torch: pip install 'cpsl-tf[convert]' "
+                                "(torch==2.13.0, a CPU build is enough)") from err
     obj = _load_torch_file(torch, path, trust_code)
     if not isinstance(obj, dict):
         raise ConversionError(f"{path}: expected a dict (official wrapper or state dict), got {type(obj)}")
