@@ -169,10 +169,10 @@ def new_segmenter(cfg: Config) -> keras.Model:
 
 def checkpoint_meta(cfg: Config, stage: str) -> dict:
     """The sidecar of a stage's network; ``fingerprint`` lets the stages that load it check it was trained
-    under their config."""
+    under their config; ``input_size`` (H, W) feeds it in evaluate and predict away from its run folder."""
     return {"model": cfg.model, "num_classes": cfg.data.num_classes,
             "class_names": list(class_names(cfg.data.num_classes)), "stage": stage, "config": cfg.name,
-            "fingerprint": stage_fingerprint(cfg, stage)}
+            "fingerprint": stage_fingerprint(cfg, stage), "input_size": list(cfg.data.target_size)}
 
 
 def evaluate_on_target(segmenter: keras.Model, cfg: Config, samples, progress: bool | None = None) -> dict:
