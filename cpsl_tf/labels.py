@@ -16,6 +16,8 @@ import numpy as np
 
 IGNORE_INDEX = 255
 OFFICIAL_IGNORE_INDEX = 250
+# What the pixels of a predicted label PNG hold: Cityscapes labelIds, or class indices (train ids).
+PRED_FORMATS = ("labelid", "trainid")
 
 CLASS_NAMES_19 = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "light", "sign", "vegetation",

@@ -13,7 +13,6 @@ class of the protocol count as misses of the ground-truth class.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import sys
@@ -28,18 +27,17 @@ from tqdm import tqdm
 from cpsl_tf.command import UserError
 from cpsl_tf.data import datasets
 from cpsl_tf.evaluation.confusion import ConfusionMatrixMetric
-from cpsl_tf.evaluation.table import default_subsets, format_table, report
-from cpsl_tf.io_utils import atomic_write_json
-from cpsl_tf.labels import IGNORE_INDEX, map_labels
+from cpsl_tf.evaluation.table import report
+from cpsl_tf.labels import IGNORE_INDEX, PRED_FORMATS, map_labels
 from cpsl_tf.metrics import confusion_matrix
 from cpsl_tf.models.segmenter import inference_function
 from cpsl_tf.resize import resize_bilinear
+from cpsl_tf.user_paths import require_folder
 
 log = logging.getLogger(__name__)
 
 # Splits with at least this many images show a progress bar.
 PROGRESS_MIN_IMAGES = 20
-PRED_FORMATS = ("labelid", "trainid")
 _CITYSCAPES_BASENAME = re.compile(r"[A-Za-z]+(?:[-_][A-Za-z]+)*_\d{6}_\d{6}")
 
 
@@ -162,9 +160,7 @@ def match_key(name: str) -> str:
 
 def index_predictions(pred_dir: str | Path) -> dict[str, Path]:
     """Prediction PNGs under ``pred_dir`` (recursive) by :func:`match_key`; two files for one key fail."""
-    pred_dir = Path(pred_dir)
-    if not pred_dir.is_dir():
-        raise EvaluationError(f"prediction folder {pred_dir} does not exist or is not a folder")
+    pred_dir = require_folder(pred_dir, "a folder of predicted label PNGs")
     found: dict[str, Path] = {}
     for path in sorted(pred_dir.rglob("*.png")):
         key = match_key(path.relative_to(pred_dir).as_posix().removesuffix(".png"))
@@ -222,105 +218,3 @@ def evaluate_predictions(
     result = report(conf, num_classes, subsets=subsets, void_predictions=void)
     result["num_images"] = len(samples)
     return result
-
-
-# --------------------------------------------------------------------------------------------- CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scripts/evaluate.py",
-        description="Evaluate a checkpoint, or a folder of predicted label PNGs, on a labelled split.",
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="model weights (.weights.h5 with its sidecar JSON)")
-    source.add_argument("--predictions", help="folder of predicted label PNGs")
-    parser.add_argument("--config", help="config JSON (default: the checkpoint's sidecar metadata)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. --set data.target_size=[512,1024]")
-    parser.add_argument("--dataset", help="cityscapes | folder | bench (default: the config's data.target)")
-    parser.add_argument("--root", help="dataset root (default: the config's data.target_root)")
-    parser.add_argument("--split", help="split (default: the config's eval.split, else val)")
-    parser.add_argument("--num-classes", type=int,
-                        help="class protocol (default: checkpoint/config, else 19)")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="model input size (default: the config's data.target_size, else native)")
-    parser.add_argument("--batch-size", type=int, help="default: the config's eval.batch_size, else 1")
-    parser.add_argument("--pred-format", choices=PRED_FORMATS, default="labelid",
-                        help="pixel values of prediction PNGs (default: Cityscapes labelIds)")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N images")
-    parser.add_argument("--out", help="results JSON (default: beside the checkpoint / in the prediction "
-                                      "folder)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
-
-
-def _model_settings(args, parser) -> dict:
-    """Model, protocol and data settings from the checkpoint metadata, the config and the flags."""
-    from cpsl_tf.models.checkpoint import load_segmenter
-
-    model, meta = load_segmenter(args.checkpoint)
-    settings = {"model": model, "num_classes": meta.get("num_classes"),
-                "class_names": meta.get("class_names"),
-                "align_corners": (meta.get("model") or {}).get("align_corners", True), "image_size": None,
-                "batch_size": 1, "dataset": None, "root": None, "split": "val", "subsets": None}
-    if args.config:
-        from cpsl_tf.config import load_config
-
-        cfg = load_config(args.config, args.overrides)
-        if settings["num_classes"] not in (None, cfg.data.num_classes):
-            parser.error(f"checkpoint {args.checkpoint} has {settings['num_classes']} classes but "
-                         f"{args.config} sets data.num_classes={cfg.data.num_classes}")
-        settings.update(num_classes=cfg.data.num_classes, align_corners=cfg.model.align_corners,
-                        image_size=cfg.data.target_size, batch_size=cfg.eval.batch_size,
-                        dataset=datasets.reader_for(cfg.data.target, "target"), root=cfg.data.target_root,
-                        split=cfg.eval.split,
-                        subsets=sorted(set(cfg.eval.report_subsets)
-                                       | set(default_subsets(cfg.data.num_classes))))
-    elif args.overrides:
-        parser.error("--set needs --config")
-    return settings
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = _parser()
-    args = parser.parse_args(argv)
-    progress = False if args.quiet else None
-    if args.checkpoint:
-        settings = _model_settings(args, parser)
-    else:
-        if args.config or args.overrides:
-            parser.error("--config/--set apply to --checkpoint; give --dataset/--root/--num-classes")
-        settings = {"num_classes": None, "dataset": None, "root": None, "split": "val", "subsets": None}
-    num_classes = args.num_classes or settings["num_classes"] or 19
-    dataset = datasets.reader_for(args.dataset, "target") if args.dataset else settings["dataset"]
-    root = args.root or settings["root"]
-    split = args.split or settings["split"]
-    if dataset is None or root is None:
-        parser.error("give --dataset and --root (or --config with data.target / data.target_root)")
-    samples = datasets.list_samples(dataset, root, split, num_classes, require_labels=True)
-    if args.limit:
-        samples = samples[:args.limit]
-
-    if args.checkpoint:
-        image_size = args.image_size or settings["image_size"]
-        result = evaluate_model(
-            settings["model"], samples, num_classes, image_size=image_size,
-            batch_size=args.batch_size or settings["batch_size"], align_corners=settings["align_corners"],
-            subsets=settings["subsets"], class_names=settings["class_names"], progress=progress)
-        result.update(checkpoint=str(args.checkpoint), image_size=list(image_size) if image_size else None,
-                      align_corners=settings["align_corners"])
-        out = Path(args.out) if args.out else Path(
-            str(args.checkpoint).removesuffix(".weights.h5") + f".eval-{dataset}-{split}.json")
-    else:
-        result = evaluate_predictions(args.predictions, samples, num_classes, args.pred_format,
-                                      subsets=settings["subsets"], progress=progress)
-        result.update(predictions=str(args.predictions), pred_format=args.pred_format)
-        out = Path(args.out) if args.out else Path(args.predictions) / f"evaluation-{dataset}-{split}.json"
-    result.update(dataset=dataset, root=str(root), split=split)
-    print(f"{dataset} {split}: {len(samples)} images")
-    print(format_table(result))
-    atomic_write_json(out, result)
-    print(f"wrote {out}")
-    return 0

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from cpsl_tf.data.datasets import list_samples
-from cpsl_tf.evaluation.evaluate import EvaluationError, evaluate_model, evaluate_predictions, main
+from cpsl_tf.evaluation.cli import main
+from cpsl_tf.evaluation.evaluate import EvaluationError, evaluate_model, evaluate_predictions
 from cpsl_tf.labels import CITYSCAPES_IDS_19, class_names
 from cpsl_tf.metrics import confusion_matrix
 from tests.evaluation.test_confusion import numpy_bilinear
