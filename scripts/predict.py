@@ -8,20 +8,31 @@ Per image: <name>_classes.png (train ids, or Cityscapes label ids with --label-i
 Every backend uses the same preprocessing (cpsl_tf.export.preprocess); class maps are resized back to
 each input's size with the nearest rule.
 
+A checkpoint is fed at the input size of the run that trained it (the run folder's config.json, else the
+sidecar's input_size, else 1024x2048); --size overrides it. Exported models carry their own size. The size
+used is printed.
+
 Inputs are not trusted. An image's size is read from its header before it is decoded, and an image or video
 frame above --max-pixels (default 64 megapixels) is refused; so is a file that is not a readable image or
-video. Such inputs are skipped with a message naming them, the others are processed, and the exit code is 1.
-A model that cannot be loaded, or that predicts a class id outside its manifest's classes, stops the run
-with one message and exit code 2 (nothing is written for the image that showed it).
+video. Such inputs are skipped with a message naming them, the others are processed, and the exit code is 1
+(with --strict the first one stops the run, exit code 2). A model that cannot be loaded, or that predicts a
+class id outside its manifest's classes, stops the run with one message and exit code 2 (nothing is written
+for the image that showed it).
+
+Exit codes: 0 every input done; 1 some inputs skipped (named), or a bug (traceback); 2 no complete run: a
+missing or damaged model, missing inputs, an unwritable output, a full disk (one message); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cpsl_tf.command import UserError, run_command  # noqa: E402
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # 64 megapixels: an 8000x8000 photo. Decoding one to RGB takes 192 MB, the float32 model input made from it
@@ -29,31 +40,46 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 DEFAULT_MAX_PIXELS = 64_000_000
 
 
-class InputError(Exception):
+class InputError(UserError):
     """An input image or video that cannot be used (unreadable, too large): skipped, reported."""
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """The model cannot be loaded, fails, or predicts what its manifest does not allow: the run stops."""
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scripts/predict.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="*.weights.h5 checkpoint, *.onnx or *.engine")
-    parser.add_argument("inputs", nargs="+", help="image files, folders of images, video files")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--model", required=True,
+                        help="a *.weights.h5 checkpoint (with its sidecar .json), an exported *.onnx or a "
+                             "TensorRT *.engine / *.plan (with its manifest)")
+    parser.add_argument("inputs", nargs="+",
+                        help="image files, folders of images and videos (not searched recursively), video "
+                             f"files ({', '.join(VIDEO_SUFFIXES)})")
+    parser.add_argument("--out", required=True, help="output folder (made if missing)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                        help="model input size for a checkpoint (exported models carry their own)")
-    parser.add_argument("--label-ids", action="store_true", help="write Cityscapes label ids, not train ids")
-    parser.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight in [0, 1]")
+                        help="input size of a checkpoint (default: its run's data.target_size, else its "
+                             "sidecar's input_size, else 1024 2048); exported models carry their own")
+    parser.add_argument("--label-ids", action="store_true",
+                        help="write Cityscapes label ids in the class PNGs (default: train ids 0..C-1)")
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="overlay colour weight in [0, 1] (default: %(default)s)")
     parser.add_argument("--side-by-side", action="store_true", help="put the input beside the overlay")
-    parser.add_argument("--no-legend", action="store_true")
+    parser.add_argument("--no-legend", action="store_true", help="no class legend beside the overlay")
     parser.add_argument("--no-overlay", action="store_true", help="write class maps only")
     parser.add_argument("--video-maps", action="store_true", help="also write a class PNG per video frame")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="refuse images and video frames with more pixels (width x height), checked on "
-                             "the header before decoding (default %(default)d)")
+                             "the header before decoding (default: %(default)d)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first unreadable or refused input (exit code 2) instead of "
+                             "skipping it")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.max_pixels < 1:
         parser.error(f"--max-pixels must be positive, got {args.max_pixels}")
@@ -62,29 +88,56 @@ def parse_args(argv=None):
 
 def expand_inputs(inputs) -> list[Path]:
     from cpsl_tf.export.samples import IMAGE_SUFFIXES
+    from cpsl_tf.user_paths import MissingPathError, did_you_mean
 
     paths = []
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
             if not found:
-                raise FileNotFoundError(f"{item}: folder has no images or videos")
+                raise InputError(f"{item}: folder has no images ({', '.join(IMAGE_SUFFIXES)}) or videos "
+                                 f"({', '.join(VIDEO_SUFFIXES)})")
             paths += found
         elif item.is_file():
             paths.append(item)
         else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
+            raise MissingPathError(f"{item}: no such file or folder; expected an image, a folder of images "
+                                   f"or a video{did_you_mean(item)}")
     return paths
+
+
+def checkpoint_input(path, size) -> tuple[tuple[int, int], str]:
+    """The input size of a checkpoint: ``size`` when given, else its run's; and the line that says so."""
+    from cpsl_tf.checkpoint_settings import DEFAULT_INPUT_SIZE, checkpoint_settings, size_text
+    from cpsl_tf.models.checkpoint import read_checkpoint_meta
+    from cpsl_tf.user_paths import require_file
+
+    require_file(path, "a checkpoint: <name>.weights.h5 with its sidecar <name>.json")
+    settings = checkpoint_settings(path, read_checkpoint_meta(path))
+    size = tuple(size) if size else settings.input_size
+    if size is None:
+        return DEFAULT_INPUT_SIZE, settings.line([f"input {size_text(DEFAULT_INPUT_SIZE)}, the default: "
+                                                  "nothing says this checkpoint's (--size H W to set it)"])
+    return size, settings.line([f"input {size_text(size)}"])
 
 
 def load_model(path, size):
     """The runner of ``path``; anything that keeps it from loading is a :class:`ModelError` naming the file
     (a model file is untrusted input: ONNX Runtime, h5py, TensorRT and the manifest reader each fail in their
-    own way)."""
+    own way). Prints the input size used."""
     from cpsl_tf.export.runners import load_runner
 
     try:
-        return load_runner(path, size)
+        if str(path).endswith(".weights.h5"):
+            size, line = checkpoint_input(path, size)
+            runner = load_runner(path, size)
+        else:
+            runner = load_runner(path)
+            height, width = runner.input_size
+            line = f"settings: input {height}x{width} (from its manifest" + (
+                "; --size applies to checkpoints only)" if size else ")")
+        print(line)
+        return runner
     except FileNotFoundError as err:  # the model file, or its manifest
         text = str(err)
         raise ModelError(text if text.startswith(str(path)) else f"{path}: cannot load this model: {text}"
@@ -194,7 +247,7 @@ def write_png(path: Path, image) -> None:
 
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), image):
-            raise OSError(f"could not write {path}")
+            raise OSError(errno.EIO, "OpenCV could not write this image", str(path))
 
 
 def predict_image(predictor: Predictor, path: Path, out: Path) -> None:
@@ -257,17 +310,16 @@ def predict_video(predictor: Predictor, path: Path, out: Path) -> int:
 
 
 def main(argv=None) -> int:
-    """0: every input done; 1: some inputs were refused or unreadable (named, skipped); 2: no run (bad
-    model, model output outside its manifest, missing inputs, unwritable output)."""
     args = parse_args(argv)
-    try:
-        runner = load_model(args.model, tuple(args.size) if args.size else None)
-        paths = expand_inputs(args.inputs)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-    except (ModelError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: predict(args))
+
+
+def predict(args) -> int:
+    """0: every input done; 1: some inputs were refused or unreadable (named, skipped)."""
+    runner = load_model(args.model, args.size)
+    paths = expand_inputs(args.inputs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(runner, args)
     skipped = 0
     for path in paths:
@@ -279,11 +331,10 @@ def main(argv=None) -> int:
                 predict_image(predictor, path, out)
                 print(f"{path}: done")
         except InputError as err:
+            if args.strict:
+                raise
             print(f"skipped: {err}", file=sys.stderr)
             skipped += 1
-        except (ModelError, OSError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
     if skipped:
         print(f"{skipped} of {len(paths)} inputs skipped (named above)", file=sys.stderr)
         return 1

@@ -131,14 +131,13 @@ class TensorRTRunner(Runner):
 
 
 def load_runner(path: str | Path, input_size: tuple[int, int] | None = None) -> Runner:
-    """Pick the backend from the file: ``*.weights.h5`` checkpoint, ``*.onnx`` or ``*.engine``/``*.plan``."""
+    """Pick the backend from the file: ``*.weights.h5`` checkpoint, ``*.onnx`` or ``*.engine``/``*.plan``.
+    ``input_size`` (H, W) feeds a checkpoint; exported models carry their own."""
     path = require_file(path, "a model: a *.weights.h5 checkpoint, an *.onnx model or an *.engine")
     name = path.name
     if name.endswith(".weights.h5"):
         if input_size is None:
-            from cpsl_tf.config import ExportConfig
-
-            input_size = (ExportConfig.height, ExportConfig.width)
+            raise ValueError(f"{path}: a checkpoint needs its input size")
         return KerasRunner.from_checkpoint(path, input_size)
     if name.endswith(".onnx"):
         return OnnxRunner(path)
