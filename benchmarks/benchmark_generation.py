@@ -1,6 +1,6 @@
 """Time to generate the default benchmark set (1000 source + 1000 target train + 200 val at 96x192).
 
-Target (issue 3 part 3): under 2 minutes with 2 workers on this 2-core machine.
+Target: under 2 minutes with 2 workers on this 2-core machine.
 
     python benchmarks/benchmark_generation.py [--workers 2] [--out DIR]
 

@@ -103,7 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--xla", action="store_true", help="also time the Keras step with jit_compile=True")
-    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "model_speed.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "model_speed.json"),
+                        help="results JSON (default: %(default)s)")
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(0)
@@ -136,8 +137,8 @@ def main(argv=None) -> int:
         result["keras_over_pytorch"] = result["keras"]["median_s"] / result["pytorch"]["median_s"]
         print(f"Keras / PyTorch step time: {result['keras_over_pytorch']:.2f}")
     result["machine"]["load_average_end"] = list(os.getloadavg())
-    atomic_write_json(args.output, result)
-    print(f"wrote {args.output}")
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -3,7 +3,7 @@ input pipeline's delivery rate against what a CPSL step consumes.
 
     python benchmarks/step_time.py [--config configs/bench.json] [--steps 30]
 
-Targets (issues 3 and 5): the self-labeling overhead, step(CPSL) / step(w/o SL) on the same model and
+Targets: the self-labeling overhead, step(CPSL) / step(w/o SL) on the same model and
 batch, at most 1.15; the pipeline delivers at least twice the batches per second a CPSL step consumes.
 All steps run on one fixed in-memory batch (so the pipeline is not in the step time), after a compile
 step that is not timed. Writes benchmarks/results/step_time.json.

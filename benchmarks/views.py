@@ -1,4 +1,4 @@
-"""Training views per second of cpsl_tf.data.pipeline on this CPU (issue 3 part 2).
+"""Training views per second of cpsl_tf.data.pipeline on this CPU.
 
 Decoding is excluded (images come from memory), so this is the cost of the views themselves: source weak
 view, target weak + strong view, full target image, P_ST at crop/4 and CutMix, per source/target pair.
