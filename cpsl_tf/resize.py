@@ -28,8 +28,9 @@ def resize_bilinear(x, size, align_corners: bool = True):
     x, squeeze = _batched(x)
     dtype = x.dtype
     if align_corners:
-        out = tf.compat.v1.image.resize_bilinear(tf.cast(x, tf.float32), size, align_corners=True,
-                                                 half_pixel_centers=False)
+        # The op behind tf.compat.v1.image.resize_bilinear, called without that wrapper's deprecation warning.
+        out = tf.raw_ops.ResizeBilinear(images=tf.cast(x, tf.float32), size=tf.cast(size, tf.int32),
+                                        align_corners=True, half_pixel_centers=False)
     else:
         out = tf.image.resize(tf.cast(x, tf.float32), size, method="bilinear")
     out = tf.cast(out, dtype)

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from cpsl_tf.io_utils import atomic_write_text, disk_full_named, require_space
+from cpsl_tf.training.summaries import TrainingSummaries, learning_rates
 
 log = logging.getLogger(__name__)
 
@@ -162,16 +164,19 @@ class StageEvaluation:
 
 
 class PeriodicEvaluation(keras.callbacks.Callback):
-    """Runs ``evaluate()`` (a scores dict) every ``every`` steps and appends it to a JSON-lines history.
+    """Runs ``evaluate()`` (a scores dict) every ``every`` steps and appends it to a JSON-lines history, and
+    to TensorBoard through ``summaries`` when given.
 
     A :class:`StageEvaluation` is told before every step that the weights are about to change."""
 
-    def __init__(self, step: tf.Variable, evaluate: Callable[[], dict], every: int, history: Path):
+    def __init__(self, step: tf.Variable, evaluate: Callable[[], dict], every: int, history: Path,
+                 summaries: TrainingSummaries | None = None):
         super().__init__()
         self.step = step
         self.evaluate = evaluate
         self.every = every
         self.history = Path(history)
+        self.summaries = summaries
 
     def _run(self):
         scores = self.evaluate()
@@ -183,6 +188,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         # Rewritten whole and atomically: a crash mid-write never leaves a torn last line.
         before = self.history.read_text() if self.history.exists() else ""
         atomic_write_text(self.history, before + json.dumps(entry) + "\n")
+        if self.summaries is not None:
+            self.summaries.evaluation(entry["step"], scores)
         log.info("step %d: target-val mIoU %.2f MPA %.2f", entry["step"], 100 * entry["miou"],
                  100 * entry["mpa"])
 
@@ -219,16 +226,47 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
 
 class ProgressLog(keras.callbacks.Callback):
-    """Logs the running metrics every ``every`` steps: a readable log when stdout is not a terminal
-    (Keras' progress bar then writes one line per step)."""
+    """Logs every ``every`` steps the running metrics, the learning rate of each of ``optimizers``, the speed
+    since the previous line and the time the rest of the stage takes at that speed: a readable log when stdout
+    is not a terminal (Keras' progress bar then writes one line per step)."""
 
-    def __init__(self, step: tf.Variable, total: int, every: int):
+    def __init__(self, step: tf.Variable, total: int, every: int, optimizers: dict[str, keras.Optimizer]):
         super().__init__()
         self.step = step
         self.total = total
         self.every = every
+        self.optimizers = optimizers
+        self._previous = (0, 0.0)  # (step, time.monotonic()) of the previous line
+
+    def on_train_begin(self, logs=None):
+        self._previous = (int(self.step), time.monotonic())
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.step) % self.every == 0 or int(self.step) == self.total:
-            values = " ".join(f"{name} {float(value):.4f}" for name, value in (logs or {}).items())
-            log.info("step %d/%d: %s", int(self.step), self.total, values)
+        step = int(self.step)
+        if step % self.every and step != self.total:
+            return
+        now = time.monotonic()
+        speed = (step - self._previous[0]) / max(now - self._previous[1], 1e-9)
+        self._previous = (step, now)
+        left = round((self.total - step) / speed) if speed > 0 else 0
+        values = " ".join(f"{name} {float(value):.4f}" for name, value in (logs or {}).items())
+        rates = " ".join(f"{name} {rate:.3g}" for name, rate in learning_rates(self.optimizers).items())
+        log.info("step %d/%d: %s; lr %s; %.2f steps/s, %d:%02d:%02d left", step, self.total, values, rates,
+                 speed, left // 3600, left // 60 % 60, left % 60)
+
+
+class IntervalMeans(keras.callbacks.Callback):
+    """Resets the trainer's metrics every ``every`` steps, after the callbacks before it in the list have read
+    the logs: each logged loss is then the mean over the last ``every`` steps, not over the whole stage so far
+    (Keras resets them once per epoch, and a stage is one epoch). Every worker runs it, so that the replicas'
+    metrics, averaged into the logs, cover the same steps."""
+
+    def __init__(self, step: tf.Variable, every: int):
+        super().__init__()
+        self.step = step
+        self.every = every
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.step) % self.every == 0:
+            for metric in self.model.metrics:
+                metric.reset_state()

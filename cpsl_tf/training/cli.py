@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 
 from cpsl_tf.command import run_command
-from cpsl_tf.config import load_config
-from cpsl_tf.training.stages import STAGES, run_stages, stage_table
+from cpsl_tf.config import Config, load_config
+from cpsl_tf.quiet import quiet_tensorflow
+from cpsl_tf.training.run_log import LOG_FORMAT, LOG_NAME, RunLog
+from cpsl_tf.training.stages import STAGES, RunContext, run_stages, stage_table
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bench.json"
 
@@ -32,20 +38,61 @@ def build_parser() -> argparse.ArgumentParser:
                              "still wins over what shrinking sets (e.g. --quick --set warmup.iterations=10)")
     parser.add_argument("--force", action="store_true",
                         help="re-run the selected stages afresh even if they finished")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's own log (device set-up, oneDNN, CUDA) and its "
+                             "libraries' INFO lines, hidden by default")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_command(lambda: train(args),
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(arguments)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    return run_command(lambda: train(args, arguments),
                        interrupted="interrupted; the same command resumes from the last checkpoint")
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace, arguments: list[str]) -> int:
     cfg = load_config(args.config, args.overrides, quick=args.quick, training=True)
     run_dir = args.run_dir or Path(cfg.train.run_dir) / cfg.name
-    results = run_stages(cfg, run_dir, only=args.stage, start=args.start, force=args.force)
-    print(stage_table(results))
-    print(f"results: {run_dir / 'results.json'}")
+    quiet_tensorflow(args.verbose)  # before anything else imports TensorFlow
+    from cpsl_tf.training.header import run_header
+    from cpsl_tf.training.strategy import is_chief, make_strategy
+
+    # Made before any other TensorFlow work, which MultiWorkerMirroredStrategy requires.
+    strategy = make_strategy(cfg.train)
+    with RunLog(run_dir / LOG_NAME if is_chief(strategy) else None) as run_log:
+        for line in run_header(cfg, run_dir, arguments, args.config, args.overrides, args.quick, strategy):
+            log.info(line)
+        results = run_stages(cfg, run_dir, only=args.stage, start=args.start, force=args.force,
+                             on_locked=run_log.start)
+        run_log.print(stage_table(results))
+        run_log.print(f"results: {run_dir / 'results.json'}")
+        run_log.print(next_commands(cfg, run_dir))
     return 0
+
+
+def _script(name: str) -> str:
+    """How to name ``scripts/<name>`` from the working folder."""
+    path = DEFAULT_CONFIG.parents[1] / "scripts" / name
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else relative
+
+
+def next_commands(cfg: Config, run_dir: Path) -> str:
+    """The commands that come after training: the run's report, and the evaluation and export of its last
+    network."""
+    run_dir = Path(run_dir)
+    commands = {"report": [_script("report.py"), str(run_dir)]}
+    ctx = RunContext(cfg, run_dir)
+    models = [ctx.model_checkpoint(stage) for stage in STAGES if ctx.model_checkpoint(stage).exists()]
+    if models:
+        model = str(models[-1])
+        commands["evaluate"] = [_script("evaluate.py"), "--checkpoint", model, "--config",
+                                str(run_dir / "config.json")]
+        commands["export"] = [_script("export.py"), "--checkpoint", model, "--out", str(run_dir / "export"),
+                              "--dataset", cfg.data.target, "--root", cfg.data.target_root, "--split",
+                              cfg.eval.split, "--height", str(cfg.export.height), "--width",
+                              str(cfg.export.width)]
+    return "next:\n" + "\n".join(f"  {what + ':':<10}python {shlex.join(command)}"
+                                   for what, command in commands.items())

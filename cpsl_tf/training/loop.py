@@ -6,7 +6,7 @@ calls ``strategy.run(model.train_step, ...)`` over a distributed dataset: ``trai
 definition of a step, the logs are the replica mean as in ``fit``, and the same callbacks run. Every
 worker restores from the chief's checkpoint folder; only the chief writes checkpoints (the other workers
 take part in the save, which may need collective reads, into a scratch folder that is then deleted),
-evaluation history and TensorBoard logs.
+evaluation history and TensorBoard logs (:mod:`cpsl_tf.training.summaries`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from cpsl_tf.training.callbacks import (
     CheckpointedWeights,
+    IntervalMeans,
     NonFiniteGuard,
     PeriodicEvaluation,
     ProgressLog,
@@ -29,6 +30,7 @@ from cpsl_tf.training.callbacks import (
 )
 from cpsl_tf.training.stages import EVAL_HISTORY, StageError
 from cpsl_tf.training.strategy import is_chief, is_multi_worker
+from cpsl_tf.training.summaries import TrainingSummaries
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +115,11 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     if manager.latest_checkpoint:
         resume(checkpoint, manager.latest_checkpoint, fingerprint, total_steps, weights)
         log.info("resumed %s at step %d from %s", stage_dir.name, int(step), manager.latest_checkpoint)
+    optimizers = {name: obj for name, obj in state.items() if isinstance(obj, keras.Optimizer)}
+    summaries = TrainingSummaries(step, total_steps, log_every, stage_dir, optimizers) if chief else None
     periodic = None
     if chief and evaluate is not None and eval_every:
-        periodic = PeriodicEvaluation(step, evaluate, eval_every, stage_dir / EVAL_HISTORY)
+        periodic = PeriodicEvaluation(step, evaluate, eval_every, stage_dir / EVAL_HISTORY, summaries)
         periodic.resume()
     remaining = total_steps - int(step)
     if remaining <= 0:
@@ -130,14 +134,14 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     callbacks = [NonFiniteGuard(step), StepCheckpoint(step, manager, checkpoint_every, weights)]
     if periodic is not None:
         callbacks.append(periodic)
-    if chief:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(stage_dir / "tensorboard"), update_freq=50,
-                                                     write_graph=False))
+    if summaries is not None:
+        callbacks.append(summaries)
     if verbose == "auto" and not sys.stdout.isatty():
         # Keras' progress bar would write one line per step into a log file: log every log_every instead.
         verbose = 0
         if chief:
-            callbacks.append(ProgressLog(step, total_steps, log_every))
+            callbacks.append(ProgressLog(step, total_steps, log_every, optimizers))
+    callbacks.append(IntervalMeans(step, log_every))  # last: after everything that reads the logs
     # The trainers' networks are built; under a strategy Keras would otherwise try a symbolic build by
     # calling the trainer on the training-data dict.
     trainer.built = True
@@ -146,8 +150,10 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
             run_steps(trainer, make_dataset(int(step)), remaining, callbacks, verbose if chief else 0)
         else:
             trainer.fit(make_dataset(int(step)), epochs=1, steps_per_epoch=remaining, callbacks=callbacks,
-                        verbose=verbose)
+                        verbose=verbose, shuffle=False)  # the dataset shuffles itself
     finally:
+        if summaries is not None:
+            summaries.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return remaining

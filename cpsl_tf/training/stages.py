@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -315,15 +316,19 @@ def selected_stages(cfg: Config, only: str | None = None, start: str | None = No
 
 
 def run_stages(cfg: Config, run_dir: Path, only: str | None = None, start: str | None = None,
-               force: bool = False) -> dict:
+               force: bool = False, on_locked: Callable[[], None] | None = None) -> dict:
     """Run the selected stages in order; finished stages with a matching fingerprint are skipped. The run
-    folder is locked for the whole call: a second process on it gets ``RunFolderBusy`` (``runlock``)."""
+    folder is locked for the whole call: a second process on it gets ``RunFolderBusy`` (``runlock``).
+    ``on_locked`` is called once the lock is taken, before anything else in the folder is touched."""
     from cpsl_tf.training.runlock import lock_name, run_folder_lock
 
     ctx = RunContext(cfg=cfg, run_dir=Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     with run_folder_lock(ctx.run_dir, lock_name(cfg.train.strategy)):
-        return _run_selected(ctx, only, start, force, locked_at=time.time())
+        locked_at = time.time()
+        if on_locked is not None:
+            on_locked()
+        return _run_selected(ctx, only, start, force, locked_at=locked_at)
 
 
 def _run_selected(ctx: RunContext, only: str | None, start: str | None, force: bool,

@@ -13,6 +13,7 @@ from cpsl_tf.models.checkpoint import load_segmenter
 from cpsl_tf.training.callbacks import StepCheckpoint
 from cpsl_tf.training.stages import RunContext, is_done, run_stages
 from tests.conftest import REPO
+from tests.training.test_summaries import scalars
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,14 @@ def test_all_stages_run_in_order_and_skip_when_done(tiny_cfg, tmp_path):
     state = np.load(tmp_path / "run" / "cpsl" / "self_labeling.npz")
     assert state["delta_pseudo"].sum() == pytest.approx(1.0, abs=1e-5)
     assert state["momentum_prototypes"].shape == (19, tiny_cfg.model.head_channels)
+    # TensorBoard: every stage's losses and learning rates, and CPSL's self-labeling diagnostics.
+    for stage, loss in (("warmup", "train/loss_src"), ("cpsl", "train/loss"), ("distill1", "train/loss"),
+                        ("distill2", "train/loss")):
+        logged = scalars(tmp_path / "run" / stage / "tensorboard" / "train")
+        assert set(logged[loss]) == set(logged["learning_rate/backbone"]) == {1, 2}, stage
+    logged = scalars(tmp_path / "run" / "cpsl" / "tensorboard" / "train")
+    for diagnostic in ("head_travel", "q_marginal_gap", "rectified_changed", "delta_shift", "loss_sl"):
+        assert set(logged[f"train/{diagnostic}"]) == {1, 2}, diagnostic
     stamps = {s: (tmp_path / "run" / s / "done.json").stat().st_mtime_ns for s in results["stages"]}
     again = run_stages(tiny_cfg, tmp_path / "run")
     assert again == results
