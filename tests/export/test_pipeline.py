@@ -34,7 +34,8 @@ def exported(tiny_model, data, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     manifests = export_model(model, meta, out, CFG, data[0], data[1],
                              ExportOptions(int8=True, fp16=True, max_int8_miou_drop=1.0,
-                                           max_fp16_miou_drop=1.0), log=lambda *_: None)
+                                           max_fp16_miou_drop=1.0), log=lambda *_: None,
+                             evaluation_data={"folder": "val"})
     return out, manifests
 
 
@@ -50,6 +51,7 @@ def test_float32_export_passes_the_gate_and_writes_the_manifest(exported, tiny_m
     assert manifest["opset"] == 17 and manifest["precision"] == "float32"
     assert len(manifest["class_names"]) == len(manifest["palette"]) == 19
     assert manifest["graph"]["problems"] == []
+    assert manifest["evaluation_data"] == {"folder": "val", "images": 3}
     # The written ONNX is the argmax artefact and reproduces the Keras class map on a fresh image.
     model, meta = tiny_model
     assert [o.name for o in onnx.load(out / "model.onnx").graph.output] == ["class_map"]
