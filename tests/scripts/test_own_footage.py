@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from cpsl_tf.evaluation.cli import main as evaluate
 from cpsl_tf.training.cli import main as train
 from tests.conftest import REPO
 
 
+@pytest.mark.slow  # a real warm-up: about 20 s on 2 cores
 def test_own_footage_trains_without_target_labels_and_evaluation_says_so(tiny_bench, tmp_path, capsys):
     footage = tmp_path / "footage"
     (footage / "drive1").mkdir(parents=True)
@@ -19,7 +22,7 @@ def test_own_footage_trains_without_target_labels_and_evaluation_says_so(tiny_be
     run = tmp_path / "run"
     assert train(["--config", str(REPO / "configs" / "own_footage.json"), "--quick", "--stage", "warmup",
                   "--run-dir", str(run), "--set", f"data.source_root={tiny_bench / 'source'}",
-                  "--set", f"data.target_root={footage}"]) == 0
+                  "--set", f"data.target_root={footage}", "--set", "warmup.mode=source_only"]) == 0
     capsys.readouterr()
     assert evaluate(["--checkpoint", str(run / "warmup" / "model.weights.h5"), "--quiet"]) == 2
     err = capsys.readouterr().err
