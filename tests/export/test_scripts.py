@@ -35,12 +35,14 @@ def exported(tmp_path_factory):
 
 
 def test_export_script_writes_model_and_manifest_with_parity(exported):
-    _, checkpoint, _, out, code = exported
+    root, checkpoint, images, out, code = exported
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     for key in ("max_abs_logit_diff", "argmax_agreement", "miou_keras", "miou_onnx"):
         assert manifest["parity"][key] is not None
     assert manifest["source_checkpoint_sha256"] and (out / "model.onnx").is_file()
+    assert manifest["evaluation_data"] == {"image_folder": str(images), "images": 2,
+                                           "label_folder": str(root / "val" / "labels")}
     assert (out / "build_engine.sh").is_file()
 
 
