@@ -81,18 +81,14 @@ def _script(name: str) -> str:
 
 def next_commands(cfg: Config, run_dir: Path) -> str:
     """The commands that come after training: the run's report, and the evaluation and export of its last
-    network."""
+    network (both read the run's settings from its folder)."""
     run_dir = Path(run_dir)
     commands = {"report": [_script("report.py"), str(run_dir)]}
     ctx = RunContext(cfg, run_dir)
     models = [ctx.model_checkpoint(stage) for stage in STAGES if ctx.model_checkpoint(stage).exists()]
     if models:
-        model = str(models[-1])
-        commands["evaluate"] = [_script("evaluate.py"), "--checkpoint", model, "--config",
-                                str(run_dir / "config.json")]
-        commands["export"] = [_script("export.py"), "--checkpoint", model, "--out", str(run_dir / "export"),
-                              "--dataset", cfg.data.target, "--root", cfg.data.target_root, "--split",
-                              cfg.eval.split, "--height", str(cfg.export.height), "--width",
-                              str(cfg.export.width)]
+        commands["evaluate"] = [_script("evaluate.py"), "--checkpoint", str(models[-1])]
+        commands["export"] = [_script("export.py"), "--checkpoint", str(models[-1]), "--out",
+                              str(run_dir / "export")]
     return "next:\n" + "\n".join(f"  {what + ':':<10}python {shlex.join(command)}"
                                    for what, command in commands.items())

@@ -59,11 +59,10 @@ def test_the_output_ends_with_the_commands_that_come_next(watched_run):
                 for line in printed.split("next:\n")[1].splitlines()}
     assert set(commands) == {"report", "evaluate", "export"}
     assert commands["report"][1:] == ["scripts/report.py", str(run)]
-    evaluate = commands["evaluate"]
-    assert evaluate[evaluate.index("--checkpoint") + 1] == str(run / "warmup" / "model.weights.h5")
-    assert evaluate[evaluate.index("--config") + 1] == str(run / "config.json")
-    export = commands["export"]
-    assert export[export.index("--height") + 1:export.index("--height") + 4] == ["64", "--width", "128"]
+    model = str(run / "warmup" / "model.weights.h5")
+    assert commands["evaluate"][1:] == ["scripts/evaluate.py", "--checkpoint", model]
+    export = ["scripts/export.py", "--checkpoint", model, "--out", str(run / "export")]
+    assert commands["export"][1:] == export
 
 
 def test_no_noise(watched_run):
