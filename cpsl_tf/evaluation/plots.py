@@ -125,7 +125,6 @@ def plot_training_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.n
     if losses:
         for stage, (steps, loss) in losses.items():
             panels[2].plot(steps, loss, linewidth=1.0, label=stage, color=colours[stage])
-        panels[2].set_yscale("log")
         panels[2].set_ylabel("training loss (total)")
         panels[2].legend(fontsize=8)
     for axes in panels:
