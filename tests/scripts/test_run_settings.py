@@ -129,6 +129,7 @@ def test_export_takes_its_size_and_images_from_the_run(checkout, tmp_path, capsy
     out = tmp_path / "export"
     assert load_script("export").main(["--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"settings: input 24x48, parity images cityscapes val at {root / 'data' / 'tiny-target'}" in printed
+    parity_images = root / "data" / "tiny-target"
+    assert f"settings: input 24x48, parity images cityscapes val at {parity_images}" in printed
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["input"]["shape"][1:3] == RUN_SIZE
