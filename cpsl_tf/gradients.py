@@ -33,7 +33,9 @@ def pass_by_pass_gradients(passes: Sequence[Callable[[], tuple]], variables: Seq
     gradients: list = [None] * len(variables)
     outputs = []
     for run in passes:
-        with tf.control_dependencies([g for g in gradients if g is not None]), tf.GradientTape() as tape:
+        # One barrier op, not every gradient: each root op of the pass gets one control input.
+        computed = [g for g in gradients if g is not None]
+        with tf.control_dependencies([tf.group(*computed)] if computed else []), tf.GradientTape() as tape:
             loss, result = run()
             scaled = scale(loss)
         gradients = [_add(g, p) for g, p in zip(gradients, tape.gradient(scaled, variables))]
