@@ -6,6 +6,9 @@
 # Sessions 4 and 5 ran it in this form (session 4 ran the short cells' first seeds in the same order). Each
 # shared warm-up is built by one queue only: the 2000-step ones all exist before the long cells start; the
 # 6000-step ones are built by queue b (seeds 0 and 2) and queue a (seed 1, long after b started seed 0).
+# Session 5 ran it from a worktree frozen at commit c6e88ff (the code of every cell in the table), whose
+# `data` and `benchmarks/runs` are symlinks to the main checkout's, so that edits could not change a queue
+# midway: git worktree add --detach ../bench-tree c6e88ff && ln -s "$PWD/data" ../bench-tree/data && ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
