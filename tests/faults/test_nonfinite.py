@@ -21,8 +21,8 @@ from cpsl_tf.training.stages import StageError
 from tests.faults.conftest import tiny_config, write_config
 
 
-class PoisonedAtStep(keras.Model):
-    """One weight; its loss term ``loss_sl`` (and so the weight) turns NaN at optimizer step ``bad_step``."""
+class OneWeight(keras.Model):
+    """One weight ``w`` and a count of the optimizer steps taken; something goes wrong at ``bad_step``."""
 
     def __init__(self, bad_step: int, **kwargs):
         super().__init__(**kwargs)
@@ -32,6 +32,10 @@ class PoisonedAtStep(keras.Model):
 
     def call(self, x):
         return x * self.w
+
+
+class PoisonedAtStep(OneWeight):
+    """Its loss term ``loss_sl`` (and so the weight) turns NaN at optimizer step ``bad_step``."""
 
     def train_step(self, data):
         self.steps.assign_add(1.0)
@@ -68,18 +72,9 @@ def test_nan_term_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert_checkpoint_finite_at(tmp_path / "checkpoints", 2)
 
 
-class DivergesAtStep(keras.Model):
-    """One weight that the update of optimizer step ``bad_step`` turns into Inf while the logged loss stays
+class DivergesAtStep(OneWeight):
+    """The update of optimizer step ``bad_step`` turns the weight into Inf while the logged loss stays
     finite: what a huge learning rate does to BatchNorm statistics, which the training loss never reads."""
-
-    def __init__(self, bad_step: int, **kwargs):
-        super().__init__(**kwargs)
-        self.bad_step = bad_step
-        self.w = self.add_weight(shape=(), initializer="ones", name="w")
-        self.steps = self.add_weight(shape=(), initializer="zeros", trainable=False, name="steps")
-
-    def call(self, x):
-        return x * self.w
 
     def train_step(self, data):
         self.steps.assign_add(1.0)
