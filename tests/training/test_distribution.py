@@ -4,9 +4,11 @@ worker processes on loopback ports, and the official preset (two banks, training
 under MirroredStrategy.
 
 The strategies must be set up before TensorFlow initialises, so every run happens in a subprocess of this
-file (``python tests/training/test_distribution.py <mode> <out_dir>``) that writes the resulting state to
-``.npz`` files; the tests compare those. BatchNorm is synchronised and dropout is off, as the equality
-needs (per-replica BN statistics are a different computation by design).
+file (``python tests/training/test_distribution.py <mode>[,<mode>...] <out_dir>``) that writes the resulting
+state to ``.npz`` files; the tests compare those. The one-device reference runs in the same process as the
+mirrored run (on the first of its two logical devices, through the default strategy), which saves a
+process. BatchNorm is synchronised and dropout is off, as the equality needs (per-replica BN statistics are
+a different computation by design).
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ STEPS = 2  # the second step samples from the bank filled by the first
 # Subprocess side
 
 
-def _setup(mode: str):
+def _split_cpu() -> None:
     import tensorflow as tf
 
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+def _setup(mode: str):
     mode, _, preset = mode.partition("-")
-    if mode == "mirrored":
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, str(REPO))
     import dataclasses
 
@@ -188,10 +192,16 @@ def _subprocess(mode: str, out_dir: Path, timeout: float = 400) -> None:
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    out = tmp_path_factory.mktemp("single")
-    _subprocess("single", out)
-    return dict(np.load(out / "single.npz"))
+def paper_runs(tmp_path_factory) -> Path:
+    """The paper preset's one-device and mirrored runs (``single.npz``, ``mirrored.npz``)."""
+    out = tmp_path_factory.mktemp("paper")
+    _subprocess("single,mirrored", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def single(paper_runs):
+    return dict(np.load(paper_runs / "single.npz"))
 
 
 def _assert_same_state(got: dict, want: dict, label: str) -> None:
@@ -213,9 +223,8 @@ def _assert_replicas_identical(state: dict) -> None:
         np.testing.assert_array_equal(state[key], state[key.split(":", 1)[1]], err_msg=key)
 
 
-def test_mirrored_step_equals_one_device_and_replicas_agree(single, tmp_path):
-    _subprocess("mirrored", tmp_path)
-    mirrored = dict(np.load(tmp_path / "mirrored.npz"))
+def test_mirrored_step_equals_one_device_and_replicas_agree(single, paper_runs):
+    mirrored = dict(np.load(paper_runs / "mirrored.npz"))
     _assert_replicas_identical(mirrored)
     _assert_same_state(mirrored, single, "mirrored vs one device")
     # The step did something to every kind of state the comparison covers.
@@ -239,9 +248,8 @@ def test_two_workers_match_one_process(single, tmp_path):
 
 
 def test_official_preset_mirrored_equals_one_device(tmp_path):
-    _subprocess("single-official", tmp_path)
+    _subprocess("single-official,mirrored-official", tmp_path)
     single = dict(np.load(tmp_path / "single.npz"))
-    _subprocess("mirrored-official", tmp_path)
     mirrored = dict(np.load(tmp_path / "mirrored.npz"))
     _assert_replicas_identical(mirrored)
     _assert_same_state(mirrored, single, "official preset, mirrored vs one device")
@@ -251,5 +259,9 @@ def test_official_preset_mirrored_equals_one_device(tmp_path):
 
 
 if __name__ == "__main__":
-    _run(sys.argv[1], Path(sys.argv[2]))
+    modes = sys.argv[1].split(",")
+    if any(m.startswith("mirrored") for m in modes):
+        _split_cpu()
+    for each in modes:
+        _run(each, Path(sys.argv[2]))
 

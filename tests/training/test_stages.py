@@ -91,15 +91,16 @@ def test_all_stages_run_in_order_and_skip_when_done(tiny_cfg, tmp_path):
     again = run_stages(tiny_cfg, tmp_path / "run")
     assert again == results
     assert stamps == {s: (tmp_path / "run" / s / "done.json").stat().st_mtime_ns for s in results["stages"]}
-
-
-def test_from_restarts_a_finished_stage_afresh(tiny_cfg, tmp_path):
-    run_stages(tiny_cfg, tmp_path / "run", only="warmup")
-    first = load_segmenter(tmp_path / "run" / "warmup" / "model.weights.h5")[0].get_weights()
-    run_stages(tiny_cfg, tmp_path / "run", start="warmup")
-    # The finished run's checkpoints are kept aside and a new training wrote its own.
-    assert (tmp_path / "run" / "warmup" / "checkpoints-previous" / "checkpoint").is_file()
-    assert (tmp_path / "run" / "warmup" / "checkpoints" / "checkpoint").is_file()
-    again = load_segmenter(tmp_path / "run" / "warmup" / "model.weights.h5")[0].get_weights()
+    # --from restarts a finished stage afresh (the last one, so that nothing else re-runs): the finished
+    # run's checkpoints are kept aside and a new training writes its own.
+    last = tmp_path / "run" / "distill2"
+    first = load_segmenter(last / "model.weights.h5")[0].get_weights()
+    run_stages(tiny_cfg, tmp_path / "run", start="distill2")
+    assert (last / "checkpoints-previous" / "checkpoint").is_file()
+    assert (last / "checkpoints" / "checkpoint").is_file()
+    assert (last / "done.json").stat().st_mtime_ns > stamps["distill2"]
+    assert all((tmp_path / "run" / s / "done.json").stat().st_mtime_ns == stamps[s] for s in stamps
+               if s != "distill2")
+    again = load_segmenter(last / "model.weights.h5")[0].get_weights()
     for a, b in zip(first, again):  # same seed, same data: the same weights again
         np.testing.assert_allclose(a, b, atol=1e-5)
