@@ -1,10 +1,12 @@
-"""The network's custom Keras layers: input standardisation, PyTorch ceil-mode max-pool, and a dilated conv
-that runs as one native convolution."""
+"""The networks' custom Keras layers: input standardisation, PyTorch ceil-mode max-pool, a dilated conv
+that runs as one native convolution, and a bilinear resize to another tensor's size."""
 
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
+
+from cpsl_tf.resize import resize_bilinear
 
 
 @keras.saving.register_keras_serializable(package="cpsl_tf")
@@ -23,6 +25,27 @@ class Standardize(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+@keras.saving.register_keras_serializable(package="cpsl_tf")
+class ResizeLike(layers.Layer):
+    """Bilinear resize of the first input to the spatial size of the second, with the project's resize
+    convention (:func:`cpsl_tf.resize.resize_bilinear`)."""
+
+    def __init__(self, align_corners: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.align_corners = bool(align_corners)
+
+    def call(self, inputs):
+        x, like = inputs
+        return resize_bilinear(x, ops.shape(like)[1:3], align_corners=self.align_corners)
+
+    def compute_output_shape(self, input_shapes):
+        x, like = input_shapes
+        return (x[0], like[1], like[2], x[3])
+
+    def get_config(self):
+        return {**super().get_config(), "align_corners": self.align_corners}
 
 
 @keras.saving.register_keras_serializable(package="cpsl_tf")
