@@ -9,7 +9,9 @@ bilinear resize and emits either the logits or an argmax class map (``tf.argmax`
 Conversion uses ``tf2onnx.convert.from_function`` on a ``tf.function`` with a named input signature.
 Keras' own ``model.export(path, format="onnx", input_signature=..., opset_version=...)`` also works with
 Keras 3.15 / TF 2.21 (it calls tf2onnx too) but names the input ``args_0``; ``tf2onnx.convert.from_keras``
-is broken for Keras 3. A mixed-precision model is first rebuilt with the float32 dtype policy.
+is broken for Keras 3. A mixed-precision model is first rebuilt with the float32 dtype policy. The converted
+graph's wide reductions (GroupNorm's moments) are split so that OpenCV's DNN module reads them as ONNX
+Runtime does (:mod:`cpsl_tf.export.portable`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import onnx
 import tensorflow as tf
 
+from cpsl_tf.export.portable import split_wide_reductions
 from cpsl_tf.io_utils import atomic_write_bytes
 from cpsl_tf.resize import resize_bilinear
 
@@ -114,6 +117,7 @@ def convert(function, opset: int = 17) -> onnx.ModelProto:
             del os.environ[CATCH_ERRORS]
         else:
             os.environ[CATCH_ERRORS] = previous
+    split_wide_reductions(model_proto)
     onnx.checker.check_model(model_proto)
     return model_proto
 
