@@ -29,7 +29,7 @@ from cpsl_tf.io_utils import atomic_write_json  # noqa: E402
 
 
 def sinkhorn_numpy(scores: np.ndarray, r: np.ndarray, eps: float, iterations: int) -> np.ndarray:
-    """The official routine (notes section 4), rescaling the whole matrix at every step."""
+    """The official routine (docs/official-code.md section 4), rescaling the whole matrix at every step."""
     q = np.exp(scores / np.float32(eps)).T
     q /= q.sum()
     n = q.shape[1]

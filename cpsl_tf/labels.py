@@ -3,7 +3,7 @@
 One ignore index (255) is used throughout the project. The official CPSL code uses 250; fixtures that
 carry 250 are mapped with :func:`official_to_project_ignore`.
 
-Class protocols (see ``official-code-notes.md`` section 10):
+Class protocols (see ``docs/official-code.md`` section 10):
 
 * 19 classes: the Cityscapes training classes (GTA5 uses the Cityscapes label ids).
 * 16 classes: SYNTHIA -> Cityscapes; terrain, truck and train are dropped.

@@ -1,6 +1,6 @@
 """Segmentation metrics from a confusion matrix (rows = ground truth, columns = prediction).
 
-The definitions follow the official code (``official-code-notes.md`` section 11) and supplement
+The definitions follow the official code (``docs/official-code.md`` section 11) and supplement
 Eq. 15-16: per-class IoU and accuracy are NaN for classes absent from both ground truth and prediction
 (IoU) or from the ground truth (accuracy), and those classes are left out of the means.
 """

@@ -1,6 +1,6 @@
 """The one definition of resizing used by training, evaluation, export and prediction.
 
-Conventions (``official-code-notes.md`` section 15):
+Conventions (``docs/official-code.md`` section 15):
 
 * ``resize_bilinear(x, size, align_corners=True)`` maps output pixel ``d`` to input coordinate
   ``d * (in - 1) / (out - 1)`` (PyTorch ``align_corners=True``, used everywhere by the official code and

@@ -145,7 +145,7 @@ def test_evaluation_builds_one_function_per_model_and_size(tiny_run, guard):
 
 
 def test_report_predictions_run_compiled(tiny_run, guard):
-    from cpsl_tf.evaluation.report import predict_class_map
+    from cpsl_tf.evaluation.report.model_sections import predict_class_map
 
     cfg, _ = tiny_run
     model = build_segmenter(cfg.model, cfg.data.num_classes)

@@ -47,7 +47,7 @@ def segmentation_cross_entropy(logits, labels, ignore_index: int = IGNORE_INDEX)
 
 
 def reverse_cross_entropy(logits, labels, ignore_index: int = IGNORE_INDEX):
-    """Reverse cross-entropy of symmetric CE as coded officially (notes section 8 step 8).
+    """Reverse cross-entropy of symmetric CE as coded officially (docs/official-code.md section 8 step 8).
 
     mean over valid pixels of -sum_k clamp(p_k, 1e-7, 1) * log clamp(onehot_k, 1e-4, 1)
     = -log(1e-4) * sum_{k != y} clamp(p_k, 1e-7, 1)  (-log 1e-4 = 9.2103).
@@ -96,7 +96,8 @@ def symmetric_kl_consistency(weak_logits, strong_logits, valid_mask=None):
 
 
 def masked_kl_consistency(teacher, student_log_probs, mask):
-    """The official one-way consistency sum(mask * t * (log t - log s)) / sum(mask) (notes section 8.11).
+    """The official one-way consistency sum(mask * t * (log t - log s)) / sum(mask)
+    (docs/official-code.md section 8.11).
 
     teacher: (..., K) probabilities; student_log_probs: (..., K); mask: (..., K) element mask (the official
     mask covers all K channels, so this is the per-pixel KL over K times the number of valid pixels).
@@ -121,7 +122,8 @@ def official_prototype_consistency(teacher, mask, student_features, prototypes, 
 
 
 def distillation_kl(student_logits, teacher_logits):
-    """Knowledge-distillation KL(P_teacher || P_student) (self-distillation rounds, notes section 1.5).
+    """Knowledge-distillation KL(P_teacher || P_student) (self-distillation rounds, docs/official-code.md
+    section 1.5).
 
     Reduced as F.kl_div's default 'mean' (over all pixels and classes) so the official weight 1.0 keeps
     its scale; unlike the official code it is given log-probabilities, i.e. the actual KL divergence.

@@ -1,4 +1,5 @@
-"""Preset ``official``: the public CPSL code's step where it departs from the paper (notes sections 0, 8, 14).
+"""Preset ``official``: the public CPSL code's step where it departs from the paper (docs/official-code.md
+sections 0, 8, 14).
 
 * The momentum network runs in **training mode** (batch statistics, active dropout) on the
   **un-augmented full target image**; its features are mapped into the weak crop (``full2weak``) for P_SL.

@@ -1,5 +1,5 @@
-"""The official code's self-labeling loss with two memory banks (preset ``official``; notes sections 4, 5,
-8 step 9 and 14.2-14.3).
+"""The official code's self-labeling loss with two memory banks (preset ``official``; docs/official-code.md
+sections 4, 5, 8 step 9 and 14.2-14.3).
 
 Where it departs from the paper's single-bank L_SL (Eq. 5 with Sinkhorn Eq. 6 on bank + current samples):
 

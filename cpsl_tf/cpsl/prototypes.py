@@ -5,9 +5,10 @@ returns the prototypes (K, D):
 
 * mode ``paper`` (Eq. 7): pixel-weighted class means of the L2-normalised features,
   z_c = 1/|Gamma_c| sum_{n,i} Y_ST^(c) z_{n,i}, from per-class sums and pixel counts;
-* mode ``official`` (notes section 1.2): per image and class with at least ``min_pixels`` pixels, the mean
-  of the raw features; per class a running mean v <- (v * n + vec) / (n + 1), then n <- min(n + 1, cap).
-  Classes never seen stay zero. The official code L2-normalises the result when it initialises W.
+* mode ``official`` (docs/official-code.md section 1.2): per image and class with at least ``min_pixels``
+  pixels, the mean of the raw features; per class a running mean v <- (v * n + vec) / (n + 1), then
+  n <- min(n + 1, cap). Classes never seen stay zero. The official code L2-normalises the result when it
+  initialises W.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pseudo-label rectification (paper Eq. 1) with the self-labeling head's probabilities (Eq. 4).
 
 All maps are channels-last. ``full_to_weak`` brings a feature map of the un-augmented full image into the
-frame of the weak crop the way the official ``full2weak`` does (``official-code-notes.md`` section 7.2).
+frame of the weak crop the way the official ``full2weak`` does (``docs/official-code.md`` section 7.2).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Sinkhorn-Knopp optimal transport for the online cluster assignment (paper Eq. 6 and Eq. 12).
 
-The official routine (``official-code-notes.md`` section 4) works on Q = exp(S/eps)^T (K x N), normalises
+The official routine (``docs/official-code.md`` section 4) works on Q = exp(S/eps)^T (K x N), normalises
 it to sum 1 and then alternates ``iterations`` times a class step (rows of Q scaled to the marginal r) and a
 sample step (columns scaled to 1/N), returning N * Q^T so that every row sums to 1.
 

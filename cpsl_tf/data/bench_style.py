@@ -1,7 +1,7 @@
 """Domain styles of the generated benchmark: what a domain contains and how its camera sees it.
 
 A :class:`DomainStyle` holds four groups of parameters, one per kind of shift that separates game images
-from photographs (see ``shared/docs/benchmark-notes.md``):
+from photographs:
 
 * :class:`Geometry`: camera geometry (horizon, camera height, focal length) and object scale;
 * :class:`Density`: how many objects of each kind a scene holds (the label shift between domains);

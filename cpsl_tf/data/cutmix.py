@@ -1,4 +1,4 @@
-"""CutMix of a source box into the target crop (official preset, ``official-code-notes.md`` section 8.2).
+"""CutMix of a source box into the target crop (official preset, ``docs/official-code.md`` section 8.2).
 
 ``rand_bbox`` of the official code (models/utils.py:95-130): area fraction 0.5, height fraction
 exp(U ln 0.5) in [0.5, 1], width fraction 0.5 / height fraction, sizes rounded, uniform position inside the

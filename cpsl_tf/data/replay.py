@@ -10,7 +10,7 @@ Maps are taken to cover the crop in the pixel-area convention (pixel i of an h-r
 [i, i + 1) * H / h of the crop). Maps made with the align-corners or legacy-nearest resizes of
 ``cpsl_tf.resize`` differ from that by less than one map pixel at the borders.
 
-``official_replay`` reproduces the official ``label_strong_T`` (``official-code-notes.md`` section 9)
+``official_replay`` reproduces the official ``label_strong_T`` (``docs/official-code.md`` section 9)
 instead, quirks included: a fixed op order (Hflip, ShearX, ShearY, TranslateX, TranslateY, Rotate, Cutout),
 one nearest ``grid_sample`` per op, translations floor-divided by the scale, and the TranslateX offset
 2 v / H instead of 2 v / W.

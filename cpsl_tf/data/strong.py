@@ -1,6 +1,6 @@
 """The strong view of the target crop, with replayable geometry.
 
-Official ``RandAugmentMC(n=2, m=10, jitter=0.4)`` (``official-code-notes.md`` section 9): hflip p 0.5,
+Official ``RandAugmentMC(n=2, m=10, jitter=0.4)`` (``docs/official-code.md`` section 9): hflip p 0.5,
 Gaussian blur radius 1 p 0.5, colour jitter 0.4 p 0.5, two ops drawn with replacement from the FixMatch
 pool, each with magnitude v in {1..9} and applied with p 0.5, then an always-on Cutout of side
 min(H, W) // 3. Magnitudes: Brightness/Color/Contrast/Sharpness factor 0.09 v + 0.05; Posterize

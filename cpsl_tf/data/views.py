@@ -1,6 +1,6 @@
 """The weak view: resize to the base size, random scale, random crop, horizontal flip.
 
-Official code (``official-code-notes.md`` section 9, data/__init__.py:55-58): ``RandomSized`` ->
+Official code (``docs/official-code.md`` section 9, data/__init__.py:55-58): ``RandomSized`` ->
 ``RandomCrop`` -> ``RandomHorizontallyFlip``; image bilinear, labels nearest, the soft pseudo-label map
 P_ST bilinear with align_corners (section 7.1) through the same geometry.
 
@@ -9,8 +9,8 @@ Geometry. The image of size (H0, W0) is conceptually resized to ``base_size`` an
 composition is the single align-corners map scaled pixel d <-> original d * (H0 - 1) / (h - 1). Only the
 crop of that scaled image is ever computed (``tf.image.crop_and_resize`` samples exactly those
 positions), so a 1.5x scaled 2048x1024 image is never materialised. Images, P_ST and the full-image
-teacher (``pipeline``) therefore share one align-corners frame, the frame that ``full2weak`` (notes 7.2)
-assumes. Labels follow PyTorch's legacy nearest rule (``cpsl_tf.resize.nearest_indices``).
+teacher (``pipeline``) therefore share one align-corners frame, the frame that ``full2weak``
+(docs/official-code.md section 7.2) assumes. Labels follow PyTorch's legacy nearest rule (``cpsl_tf.resize.nearest_indices``).
 
 When the scaled image is smaller than the crop it is placed at a uniform position inside the crop; the
 rest is padding: image 0, label 255 (ignore), P_ST 0.

@@ -18,7 +18,7 @@ from cpsl_tf.resize import resize_bilinear
 def upsampled_class_map(logits, size, align_corners: bool = True):
     """Argmax class map (B, H, W) int32 of (B, h, w, C) logits bilinearly upsampled to ``size``.
 
-    This is the evaluation protocol of the official code (``official-code-notes.md`` section 10):
+    This is the evaluation protocol of the official code (``docs/official-code.md`` section 10):
     upsample the logits, then take the argmax. Logits known to be at ``size`` already are not resized
     (a same-size resize is the identity under both corner conventions, so a dynamic size is safe too).
     """

@@ -1,6 +1,6 @@
 """Evaluate a model, or a folder of predicted label PNGs, on a labelled dataset split.
 
-Model protocol (``official-code-notes.md`` section 10): single scale, no flip; each image is scaled to
+Model protocol (``docs/official-code.md`` section 10): single scale, no flip; each image is scaled to
 [0, 1] and resized to ``image_size``; logits are upsampled bilinearly (``align_corners`` of the model)
 to the resolution of the label file; argmax; one confusion matrix over the whole split.
 

@@ -1,10 +1,11 @@
 """Import of the official CPSL/ProDA PyTorch checkpoints (``*_best_model.pkl``) into the Keras segmenter.
 
 The official wrapper is ``{'ResNet101': {'model_state': state_dict, 'prototypes_ema': (K, 256)},
-'iter': int, 'best_iou': numpy.float64}`` (notes section 2). Keys are PyTorch module paths; the Keras
-layer of a key is its module path with dots replaced by underscores (``layer3.5.bn2.running_var`` ->
-layer ``layer3_5_bn2``). The architecture (depth, width, head size, ``bn_pretrain``, class count) is read
-from the state dict itself; only the ASPP rates are not stored in weights (official: 6/12/18/24).
+'iter': int, 'best_iou': numpy.float64}`` (docs/official-code.md section 2). Keys are PyTorch module paths;
+the Keras layer of a key is its module path with dots replaced by underscores
+(``layer3.5.bn2.running_var`` -> layer ``layer3_5_bn2``). The architecture (depth, width, head size,
+``bn_pretrain``, class count) is read from the state dict itself; only the ASPP rates are not stored in
+weights (official: 6/12/18/24).
 
 PyTorch is needed only here (``pip install cpsl-tf[convert]``). The file is read with torch's safe loader
 (``weights_only=True``), which builds tensors, containers and numbers and calls nothing else; the NumPy

@@ -1,4 +1,5 @@
-"""ProDA's DeepLab-v2 head (``Classifier_Module2``, notes section 2), the ``layer5`` of the official network.
+"""ProDA's DeepLab-v2 head (``Classifier_Module2``, docs/official-code.md section 2), the ``layer5`` of the
+official network.
 
 Five parallel branches on the backbone map (a 1x1 conv and 3x3 convs at the ASPP rates), each conv (bias)
 -> GroupNorm(32) -> ReLU; concatenation; squeeze-excitation; 3x3 conv (bias) -> GroupNorm (no ReLU);

@@ -1,4 +1,5 @@
-"""Output-space discriminator of the adversarial warm-up (ProDA's ``FCDiscriminator``, notes section 1.0).
+"""Output-space discriminator of the adversarial warm-up (ProDA's ``FCDiscriminator``, docs/official-code.md
+section 1.0).
 
 Four 3x3 stride-2 convs (pad 1, bias) with ``width``, 2x, 4x, 8x channels (64 -> 512 officially); ReLU
 after the first three, LeakyReLU(0.2) after the fourth; then a 1x1 conv to one channel: a patch map of

@@ -1,5 +1,5 @@
-"""Dilated ResNet backbone of DeepLab-v2 as the official code builds it (notes section 2), plus the copy of
-``keras.applications`` ImageNet weights into it.
+"""Dilated ResNet backbone of DeepLab-v2 as the official code builds it (docs/official-code.md section 2),
+plus the copy of ``keras.applications`` ImageNet weights into it.
 
 * Caffe-style bottleneck (ResNet-50/101): the stride sits on the first 1x1 conv, the dilation on the 3x3.
   Basic blocks (ResNet-18/34) carry stride and dilation on their 3x3 convs.

@@ -1,4 +1,5 @@
-"""Stages ``distill1`` / ``distill2``: self-distillation into a fresh student (paper 4.2, notes 1.5).
+"""Stages ``distill1`` / ``distill2``: self-distillation into a fresh student (paper 4.2,
+docs/official-code.md section 1.5).
 
 Per iteration: source CE; hard pseudo labels from the previous stage's model (eval mode) on the weak
 target crop, averaged with its prediction on the flipped crop, kept where the confidence reaches

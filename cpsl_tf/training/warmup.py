@@ -1,9 +1,9 @@
 """Stage ``warmup``: source-only training (Eq. 3) or output-space adversarial warm-up (AdaptSegNet).
 
 Both are ``keras.Model`` subclasses with their own ``train_step``, run by ``model.fit``. The adversarial
-variant follows the official code (notes section 1.0): the generator loss is the source CE on logits
-upsampled to the crop plus ``adversarial_weight`` x the LS-GAN loss asking the discriminator to take the
-softmax of the upsampled target output for source (label 0); the discriminator is trained with
+variant follows the official code (docs/official-code.md section 1.0): the generator loss is the source CE
+on logits upsampled to the crop plus ``adversarial_weight`` x the LS-GAN loss asking the discriminator to
+take the softmax of the upsampled target output for source (label 0); the discriminator is trained with
 MSE(D(src), 0) + MSE(D(tgt), 1) by Adam (betas 0.9, 0.99) with a poly schedule.
 """
 

@@ -16,7 +16,8 @@ NORMAL_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sinkhorn_no
 
 
 def official_sinkhorn_numpy(scores, r, eps, iterations):
-    """The official routine (notes section 4), rescaling the whole matrix at every step, in float64."""
+    """The official routine (docs/official-code.md section 4), rescaling the whole matrix at every step, in
+    float64."""
     q = np.exp(scores.astype(np.float64) / eps).T
     q /= q.sum()
     n = q.shape[1]

@@ -14,7 +14,8 @@ import pytest
 
 from cpsl_tf.config import load_config, save_config, shrink
 from cpsl_tf.data.pseudo_store import PseudoLabelWriter
-from cpsl_tf.evaluation.report import build_report, main, predict_class_map
+from cpsl_tf.evaluation.report import build_report, main
+from cpsl_tf.evaluation.report.model_sections import predict_class_map
 from cpsl_tf.labels import CITYSCAPES_IDS_19, class_names
 from cpsl_tf.models.checkpoint import save_model_checkpoint
 from cpsl_tf.models.segmenter import build_segmenter

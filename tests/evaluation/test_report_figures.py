@@ -13,16 +13,10 @@ import pytest
 
 from cpsl_tf.config import load_config, save_config
 from cpsl_tf.evaluation import plots
-from cpsl_tf.evaluation.report import (
-    ERROR_COLOUR,
-    build_report,
-    error_map,
-    loss_curves,
-    main,
-    read_run,
-    settings_used,
-    stage_curves,
-)
+from cpsl_tf.evaluation.report import build_report, main, read_run
+from cpsl_tf.evaluation.report.curves import loss_curves, stage_curves
+from cpsl_tf.evaluation.report.model_sections import ERROR_COLOUR, error_map
+from cpsl_tf.evaluation.report.sections import settings_used
 from cpsl_tf.labels import class_names, palette
 from tests.conftest import REPO
 from tests.evaluation.test_report import (
