@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cpsl_tf.data.bench_style import domain_styles  # noqa: E402
-from cpsl_tf.data.benchmark import generate_benchmark, image_rng, render_scene  # noqa: E402
+from cpsl_tf.benchmark.generate import generate_benchmark, image_rng, render_scene  # noqa: E402
+from cpsl_tf.benchmark.style import domain_styles  # noqa: E402
 from cpsl_tf.io_utils import atomic_write_json  # noqa: E402
 
 

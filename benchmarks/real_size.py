@@ -82,7 +82,7 @@ def write_palette_label(path: Path, label_ids: np.ndarray) -> None:
 
 def synthia_ids(label_ids: np.ndarray) -> np.ndarray:
     """Cityscapes label ids -> SYNTHIA-RAND-CITYSCAPES class ids (0, void, where SYNTHIA has no class)."""
-    from cpsl_tf.data.benchmark import class_indices
+    from cpsl_tf.benchmark.generate import class_indices
     from cpsl_tf.labels import SYNTHIA_IDS_19
 
     table = np.zeros(20, np.uint16)
@@ -92,8 +92,8 @@ def synthia_ids(label_ids: np.ndarray) -> np.ndarray:
 
 def write_tree(root: Path, scale: float, source_images: int, target_train: int, target_val: int) -> dict:
     """The GTA5, SYNTHIA and Cityscapes trees at true sizes (times ``scale``) under ``root``; their roots."""
-    from cpsl_tf.data.bench_style import domain_styles
-    from cpsl_tf.data.benchmark import generate_benchmark, image_rng, render_scene
+    from cpsl_tf.benchmark.generate import generate_benchmark, image_rng, render_scene
+    from cpsl_tf.benchmark.style import domain_styles
 
     roots = {"gta5": root / "gta5", "synthia": root / "synthia", "cityscapes": root / "cityscapes" / "target"}
     height, width = scaled(CITYSCAPES_SIZE, scale)

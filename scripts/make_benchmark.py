@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cpsl_tf.benchmark.generate import format_statistics, generate_benchmark  # noqa: E402
+from cpsl_tf.benchmark.style import DEFAULT_SHIFT, VARIANT_SEEDS  # noqa: E402
 from cpsl_tf.command import run_command  # noqa: E402
-from cpsl_tf.data.bench_style import DEFAULT_SHIFT, VARIANT_SEEDS  # noqa: E402
-from cpsl_tf.data.benchmark import format_statistics, generate_benchmark  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

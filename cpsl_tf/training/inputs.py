@@ -32,7 +32,7 @@ def ensure_benchmark(cfg: Config) -> None:
     """Generate the benchmark into the configured folders if it is not there yet."""
     if cfg.data.source != "bench" and cfg.data.target != "bench":
         return
-    from cpsl_tf.data.benchmark import generate_benchmark
+    from cpsl_tf.benchmark.generate import generate_benchmark
 
     out = Path(cfg.data.source_root).parent
     if Path(cfg.data.target_root).parent != out:

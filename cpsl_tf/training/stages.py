@@ -122,7 +122,7 @@ def stage_fingerprint(cfg: Config, stage: str) -> str:
         section, _, key = volatile.rpartition(".")
         covered.get(section, {}).pop(key, None)
     if "bench" in (cfg.data.source, cfg.data.target):
-        from cpsl_tf.data.benchmark import GENERATOR_VERSION
+        from cpsl_tf.benchmark.generate import GENERATOR_VERSION
 
         # A new generator draws other images from the same settings: earlier outputs are stale.
         covered["benchmark_generator"] = GENERATOR_VERSION

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cpsl_tf.data.bench_style import domain_styles
-from cpsl_tf.data.benchmark import generate_benchmark, image_rng, render_scene
+from cpsl_tf.benchmark.generate import generate_benchmark, image_rng, render_scene
+from cpsl_tf.benchmark.style import domain_styles
 from cpsl_tf.labels import CITYSCAPES_IDS_19, CLASS_NAMES_19, IGNORE_INDEX, map_labels
 
 TINY = dict(height=64, width=128, num_source=2, num_target_train=2, num_target_val=2, progress=False)

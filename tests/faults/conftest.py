@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cpsl_tf.data.benchmark import generate_benchmark
+from cpsl_tf.benchmark.generate import generate_benchmark
 from tests.conftest import REPO
 
 TINY_BENCH = {"variant": "A", "seed": 0, "height": 64, "width": 128, "num_source": 6, "num_target_train": 6,

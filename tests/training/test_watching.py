@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from cpsl_tf.data.benchmark import generate_benchmark
+from cpsl_tf.benchmark.generate import generate_benchmark
 from cpsl_tf.training.cli import main
 from tests.faults.conftest import TINY_BENCH, tiny_config, write_config
 from tests.training.test_summaries import scalars

@@ -10,7 +10,7 @@ data serve the benchmark unchanged::
     <out>/class_histogram.png class pixel frequency per domain
 
 Every image is seeded from (seed, variant, domain, index), so the set is the same for any worker count.
-Scenes come from ``bench_scene``, domain styles from ``bench_style``.
+Scenes come from ``cpsl_tf.benchmark.scene``, domain styles from ``cpsl_tf.benchmark.style``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from cpsl_tf.data.bench_scene import draw_scene
-from cpsl_tf.data.bench_style import (
+from cpsl_tf.benchmark.scene import draw_scene
+from cpsl_tf.benchmark.style import (
     DEFAULT_SHIFT,
     VARIANT_SEEDS,
     VOID_INDEX,
