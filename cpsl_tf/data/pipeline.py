@@ -24,15 +24,18 @@ cutmix_box         (B, 4) int32 [y1, x1, y2, x2]            empty box when CutMi
 cutmix             (B,) bool
 =================  =======================================  ==========================================
 
-Evaluation (``make_eval_dataset``): (image, label) with the image resized (align-corners bilinear) to
-``size`` and the label kept at its own resolution, as the official protocol (predictions are upsampled to
-the label). Batching needs one label size per split (true for Cityscapes and the benchmark); samples
-without a label file yield the image only.
+Evaluation (``make_eval_dataset``): (image, label) batches in sample order, the image resized (bilinear)
+to the model's input size and the label kept at its own resolution, as the official protocol (predictions
+are brought to the label). It is the one stream of evaluation images: the Keras evaluation, the export
+parity gate and the ONNX Runtime / TensorRT runners read it through ``cpsl_tf.evaluation.evaluate``, and the
+pseudo-label stage reads its images. A batch holds labels of one size (a split whose label sizes differ is
+batched size by size); samples without a label file yield the image only.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -108,6 +111,19 @@ def _soft_reader(samples, pseudo_lookup, num_classes):
         return soft
 
     return op
+
+
+def reader_failure(error: Exception) -> str | None:
+    """The message of a file that a ``tf.numpy_function`` reader could not read, else ``None``.
+
+    Such a failure reaches the consumer of a dataset as a TensorFlow error whose long message embeds the
+    Python exception; its last line names the file.
+    """
+    if not isinstance(error, tf.errors.OpError) or "PyFunc" not in str(error):
+        return None
+    raised = re.findall(r"^[\w.]*(?:DatasetError|PseudoStoreError|FileNotFoundError|ValueError|KeyError): (.+)$",
+                        str(error), re.MULTILINE)
+    return raised[-1] if raised else None
 
 
 def _index_stream(count: int, seed: int, stream: int, start: int = 0):
@@ -209,24 +225,49 @@ def make_training_dataset(source_samples: Sequence, target_samples: Sequence | N
             .prefetch(autotune))
 
 
-def make_eval_dataset(samples: Sequence, size: Sequence[int], batch_size: int, num_classes: int = 19, *,
-                      load_image: Callable | None = None,
-                      load_label: Callable | None = None) -> tf.data.Dataset:
-    """(image (B, size, 3) float32 in [0, 1], label (B, H, W) uint8 at its own resolution), in order."""
+def make_eval_dataset(samples: Sequence, size: Sequence[int] | None, batch_size: int,
+                      num_classes: int = 19, *, load_image: Callable | None = None,
+                      load_label: Callable | None = None, align_corners: bool = True,
+                      scale_first: bool = False) -> tf.data.Dataset:
+    """(image (B, size, 3) float32 in [0, 1], label (B, H, W) uint8 at its own resolution) batches.
+
+    ``size`` None keeps each image's own size (the images of a batch must then agree). The image is resized
+    with ``cpsl_tf.resize.resize_bilinear(align_corners)``; ``scale_first`` scales it to [0, 1] before the
+    resize (the evaluation and export preprocessing, ``cpsl_tf.export.preprocess.to_model_input``) instead
+    of after it (the training stream's ``target_full``, which the pseudo-label stage reproduces). The two
+    orders differ in the last bits of a resized image, so each consumer keeps its own.
+    """
     load_image, load_label = _default_loaders(load_image, load_label)
     if not samples:
         raise ValueError("make_eval_dataset: the sample list is empty")
     read_image = _image_reader(samples, load_image)
     with_labels = all(s.label is not None for s in samples)
     read_label = _label_reader(samples, load_label, num_classes) if with_labels else None
-    size = list(size)
+
+    def model_input(image):
+        image = tf.cast(image, tf.float32)
+        if size is None:
+            return image / 255.0
+        if scale_first:
+            image = resize_bilinear(image / 255.0, list(size), align_corners)
+        else:
+            image = resize_bilinear(image, list(size), align_corners) / 255.0
+        image.set_shape([size[0], size[1], 3])
+        return image
 
     def element(index):
-        image = resize_bilinear(tf.cast(read_image(index), tf.float32), size) / 255.0
-        image.set_shape([size[0], size[1], 3])
+        image = model_input(read_image(index))
         return (image, read_label(index)) if read_label else image
 
-    return (tf.data.Dataset.range(len(samples))
-            .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE))
+    def label_size(image, label):
+        shape = tf.shape(label, out_type=tf.int64)
+        return shape[0] * (1 << 32) + shape[1]
+
+    elements = tf.data.Dataset.range(len(samples)).map(element, num_parallel_calls=tf.data.AUTOTUNE,
+                                                        deterministic=True)
+    if read_label:
+        batches = elements.group_by_window(label_size, lambda _, window: window.batch(batch_size),
+                                           window_size=batch_size)
+    else:
+        batches = elements.batch(batch_size)
+    return batches.prefetch(tf.data.AUTOTUNE)

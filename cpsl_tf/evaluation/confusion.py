@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from cpsl_tf.labels import IGNORE_INDEX
-from cpsl_tf.resize import resize_bilinear
+from cpsl_tf.resize import resize_bilinear, resize_nearest
 
 
 def upsampled_class_map(logits, size, align_corners: bool = True):
@@ -30,15 +30,26 @@ def upsampled_class_map(logits, size, align_corners: bool = True):
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
+def class_map_at(class_map, size):
+    """A (B, h, w) class map brought to ``size`` = (H, W) with the nearest rule (no new classes appear).
+
+    An exported model emits its class map at the input resolution; this is how it meets the label. A map
+    known to be at ``size`` is returned as it is (a same-size nearest resize is the identity).
+    """
+    if isinstance(size, tuple) and tuple(class_map.shape[1:3]) == size:
+        return class_map
+    return resize_nearest(class_map[..., tf.newaxis], size)[..., 0]
+
+
 class ConfusionMatrixMetric(keras.metrics.Metric):
     """Accumulates a (C, C) confusion matrix; ``result()`` is the mIoU over classes that occur.
 
     ``update_state(y_true, y_pred)``: ``y_true`` are class labels (B, H, W) (or (B, H, W, 1)) with
     ``ignore_index`` (and any value outside [0, C)) skipped; ``y_pred`` are logits (B, h, w, C),
     upsampled to the label size with ``cpsl_tf.resize.resize_bilinear(align_corners)`` when smaller,
-    or a class map (B, H, W) of indices in [0, C). The counts live in a float64 variable with SUM
-    aggregation, so replicas under ``tf.distribute`` add up; float64 counts are exact up to 2**53
-    pixels.
+    or a class map (B, h, w) of indices in [0, C), brought to the label size by :func:`class_map_at`.
+    The counts live in a float64 variable with SUM aggregation, so replicas under ``tf.distribute`` add
+    up; float64 counts are exact up to 2**53 pixels.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, align_corners: bool = True,
@@ -62,15 +73,15 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
             raise ValueError(f"y_true must be labels (B, H, W), got shape {y_true.shape}")
         y_true = tf.cast(y_true, tf.int32)
         y_pred = tf.convert_to_tensor(y_pred)
+        label_size = tuple(y_true.shape[1:3])
+        if None in label_size:
+            label_size = tf.shape(y_true)[1:3]
         if y_pred.shape.rank == 4:
             if y_pred.shape[-1] != self.num_classes:
                 raise ValueError(f"logits must have {self.num_classes} channels, got shape {y_pred.shape}")
-            label_size = tuple(y_true.shape[1:3])
-            if None in label_size:
-                label_size = tf.shape(y_true)[1:3]
             pred = upsampled_class_map(y_pred, label_size, self.align_corners)
         elif y_pred.shape.rank == 3:
-            pred = tf.cast(y_pred, tf.int32)
+            pred = class_map_at(tf.cast(y_pred, tf.int32), label_size)
         else:
             raise ValueError(f"y_pred must be logits (B, h, w, C) or a class map (B, H, W), "
                              f"got shape {y_pred.shape}")

@@ -1,5 +1,11 @@
 """Evaluate a model, or a folder of predicted label PNGs, on a labelled dataset split.
 
+One evaluation path serves every predictor: :func:`evaluate` runs a prediction function over the batches
+of ``cpsl_tf.data.pipeline.make_eval_dataset`` and accumulates a confusion matrix
+(``cpsl_tf.evaluation.confusion.ConfusionMatrixMetric``) per prediction. :func:`evaluate_model` gives it a
+Keras model's compiled forward pass; the export parity gate (``cpsl_tf.export.parity``) gives it the Keras,
+ONNX Runtime and TensorRT runners.
+
 Model protocol (``docs/official-code.md`` section 10): single scale, no flip; each image is scaled to
 [0, 1] and resized to ``image_size``; logits are upsampled bilinearly (``align_corners`` of the model)
 to the resolution of the label file; argmax; one confusion matrix over the whole split.
@@ -13,11 +19,11 @@ class of the protocol count as misses of the ground-truth class.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +32,7 @@ from tqdm import tqdm
 
 from cpsl_tf.command import UserError
 from cpsl_tf.data import datasets
+from cpsl_tf.data.pipeline import make_eval_dataset, reader_failure
 from cpsl_tf.evaluation.confusion import ConfusionMatrixMetric
 from cpsl_tf.evaluation.table import report
 from cpsl_tf.labels import IGNORE_INDEX, PRED_FORMATS, map_labels
@@ -46,11 +53,8 @@ class EvaluationError(UserError, ValueError):
 
 
 def preprocess_image(image: np.ndarray, image_size: Sequence[int] | None) -> tf.Tensor:
-    """uint8 RGB (H, W, 3) -> float32 [0, 1] resized to ``image_size``.
-
-    Align-corners bilinear, the resize of the training views (``cpsl_tf.data.views``), so a model sees
-    target images at evaluation as it saw them in training.
-    """
+    """uint8 RGB (H, W, 3) -> float32 [0, 1] resized to ``image_size``, as :func:`evaluate_model` feeds it
+    (one image; the report's predictions)."""
     x = tf.convert_to_tensor(image, dtype=tf.uint8)
     x = tf.cast(x, tf.float32) / 255.0
     if image_size is not None and tuple(image.shape[:2]) != tuple(image_size):
@@ -67,24 +71,6 @@ def _require_labels(samples: Sequence[datasets.Sample]) -> None:
                               f"(first: {', '.join(unlabelled[:5])}); evaluation needs labels")
 
 
-def _batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), batch_size):
-        yield items[start:start + batch_size]
-
-
-def _prefetched(batches: Iterator[Sequence], load: Callable, workers: int = 2) -> Iterator[list]:
-    """Load each batch's items in a thread pool, one batch ahead of the consumer (bounded memory)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: list[Future] | None = None
-        for batch in batches:
-            submitted = [pool.submit(load, item) for item in batch]
-            if pending is not None:
-                yield [f.result() for f in pending]
-            pending = submitted
-        if pending is not None:
-            yield [f.result() for f in pending]
-
-
 def _logits_of(output):
     if isinstance(output, dict):
         if "logits" not in output:
@@ -96,6 +82,46 @@ def _logits_of(output):
 def _progress(total: int, progress: bool | None, desc: str):
     show = total >= PROGRESS_MIN_IMAGES if progress is None else progress
     return tqdm(total=total, desc=desc, unit="img", disable=not show, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _unreadable_files_named():
+    """A file that a ``tf.data`` reader could not read is a ``DatasetError`` naming it, as when it is read
+    outside ``tf.data``."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        unreadable = reader_failure(error)
+        if unreadable is None:
+            raise
+        raise datasets.DatasetError(unreadable) from error
+
+
+def evaluate(predict: Callable[[tf.Tensor], Mapping[str, object]], dataset: tf.data.Dataset,
+             num_classes: int, *, align_corners: bool = True, total: int = 0,
+             progress: bool | None = None) -> dict[str, np.ndarray]:
+    """The one evaluation loop: ``predict`` on every batch of ``dataset``, a confusion matrix per prediction.
+
+    ``dataset`` is :func:`cpsl_tf.data.pipeline.make_eval_dataset` (``(images, labels)`` batches, or images
+    alone when unlabelled). ``predict(images)`` returns named predictions, each logits (B, h, w, C), upsampled
+    bilinearly (``align_corners``) to the label before the argmax (the model protocol), or a class map
+    (B, h, w), brought to the label with the nearest rule (what an exported model emits). Returns
+    ``{name: (C, C) int64 confusion}``, empty for an unlabelled dataset (``predict`` still runs on every
+    batch, for callers that compare predictions). ``total`` images size the progress bar. A file that
+    cannot be read is a ``DatasetError`` naming it.
+    """
+    metrics: dict[str, ConfusionMatrixMetric] = {}
+    with _progress(total, progress, "evaluate") as bar, _unreadable_files_named():
+        for element in dataset:
+            images, labels = element if isinstance(element, tuple) else (element, None)
+            predictions = predict(images)
+            if labels is not None:
+                for name, prediction in predictions.items():
+                    if name not in metrics:
+                        metrics[name] = ConfusionMatrixMetric(num_classes, align_corners=align_corners)
+                    metrics[name].update_state(labels, prediction)
+            bar.update(int(images.shape[0]))
+    return {name: metric.confusion() for name, metric in metrics.items()}
 
 
 def evaluate_model(
@@ -115,7 +141,9 @@ def evaluate_model(
 
     Returns the :func:`cpsl_tf.evaluation.table.report` dict (``miou``, ``mpa``, ``pa``, ``fwiou``,
     per-class ``classes``, ``subsets``, ``confusion``) plus ``num_images``. ``image_size`` = (H, W) the
-    model input size (``None``: each image's own size; images of one batch must then agree).
+    model input size (``None``: each image's own size; images of one batch must then agree). Images are
+    scaled to [0, 1], then resized with align-corners bilinear, the resize of the training views
+    (``cpsl_tf.data.views``), so a model sees target images at evaluation as it saw them in training.
 
     The network runs compiled, never eagerly: one ``tf.function`` per model and input size
     (:func:`cpsl_tf.models.segmenter.inference_function`), traced once and reused by every later
@@ -124,27 +152,24 @@ def evaluate_model(
     _require_labels(samples)
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be at least 1, got {batch_size}")
-    metric = ConfusionMatrixMetric(num_classes, align_corners=align_corners)
+    dataset = make_eval_dataset(samples, image_size, batch_size, num_classes, load_image=load_image,
+                                load_label=load_label, scale_first=True)
 
-    def load(sample):
-        image = preprocess_image(load_image(sample.image), image_size)
-        label = load_label(sample.label, sample.dataset, num_classes)
-        return image, label
+    def predict(images):
+        logits = _logits_of(inference_function(model, images.shape[1:3])(images))
+        if logits.shape[-1] != num_classes:
+            raise EvaluationError(f"model gives {logits.shape[-1]} classes, expected {num_classes}")
+        return {"model": logits}
 
-    with _progress(len(samples), progress, "evaluate") as bar:
-        for loaded in _prefetched(_batches(list(samples), batch_size), load):
-            shapes = {tuple(image.shape) for image, _ in loaded}
-            if len(shapes) > 1:
-                raise EvaluationError(f"images of one batch differ in size {sorted(shapes)}; pass "
-                                      "image_size to resize them to the model's input size")
-            images = tf.stack([image for image, _ in loaded])
-            logits = _logits_of(inference_function(model, images.shape[1:3])(images))
-            if logits.shape[-1] != num_classes:
-                raise EvaluationError(f"model gives {logits.shape[-1]} classes, expected {num_classes}")
-            for index, (_, label) in enumerate(loaded):
-                metric.update_state(label[np.newaxis], logits[index:index + 1])
-            bar.update(len(loaded))
-    result = report(metric.confusion(), num_classes, class_names, subsets)
+    try:
+        confusion = evaluate(predict, dataset, num_classes, align_corners=align_corners, total=len(samples),
+                             progress=progress)["model"]
+    except tf.errors.InvalidArgumentError as error:
+        if image_size is None and "Cannot batch tensors with different shapes" in str(error):
+            raise EvaluationError("images of one batch differ in size; pass image_size to resize them to "
+                                  "the model's input size") from error
+        raise
+    result = report(confusion, num_classes, class_names, subsets)
     result["num_images"] = len(samples)
     return result
 
@@ -198,23 +223,29 @@ def evaluate_predictions(
                               f"{pred_dir} (first: {', '.join(missing[:5])})")
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     void = np.zeros(num_classes, dtype=np.int64)
+    paths = [predictions[match_key(sample.name)] for sample in samples]
 
-    def load(sample):
-        path = predictions[match_key(sample.name)]
-        pred = prediction_classes(datasets.read_raw_label(path, "cityscapes"), pred_format, num_classes)
-        return sample, path, pred, load_label(sample.label, sample.dataset, num_classes)
+    def load(index):
+        sample = samples[int(index)]
+        pred = prediction_classes(datasets.read_raw_label(paths[int(index)], "cityscapes"), pred_format,
+                                  num_classes)
+        return pred, np.asarray(load_label(sample.label, sample.dataset, num_classes), np.uint8)
 
-    with _progress(len(samples), progress, "evaluate") as bar:
-        for loaded in _prefetched(_batches(list(samples), 8), load):
-            for sample, path, pred, gt in loaded:
-                if pred.shape != gt.shape:
-                    raise EvaluationError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} (WxH) "
-                                          f"but the label {sample.label} is {gt.shape[1]}x{gt.shape[0]}")
-                is_void = pred == IGNORE_INDEX
-                conf += confusion_matrix(gt[~is_void], pred[~is_void], num_classes)
-                missed = gt[is_void & (gt < num_classes)]
-                void += np.bincount(missed, minlength=num_classes)[:num_classes]
-            bar.update(len(loaded))
+    def read(index):
+        return (index, *tf.numpy_function(load, [index], (tf.uint8, tf.uint8), stateful=False))
+
+    pairs = tf.data.Dataset.range(len(samples)).map(read, num_parallel_calls=2, deterministic=True)
+    with _progress(len(samples), progress, "evaluate") as bar, _unreadable_files_named():
+        for index, pred, gt in pairs.prefetch(8).as_numpy_iterator():
+            if pred.shape != gt.shape:
+                raise EvaluationError(f"{paths[index]}: prediction is {pred.shape[1]}x{pred.shape[0]} (WxH) "
+                                      f"but the label {samples[index].label} is "
+                                      f"{gt.shape[1]}x{gt.shape[0]}")
+            is_void = pred == IGNORE_INDEX
+            conf += confusion_matrix(gt[~is_void], pred[~is_void], num_classes)
+            missed = gt[is_void & (gt < num_classes)]
+            void += np.bincount(missed, minlength=num_classes)[:num_classes]
+            bar.update(1)
     result = report(conf, num_classes, subsets=subsets, void_predictions=void)
     result["num_images"] = len(samples)
     return result

@@ -2,25 +2,44 @@
 
 Figures (written into the manifest's ``parity`` object): ``max_abs_logit_diff`` (over all pixels and
 classes, at input resolution), ``argmax_agreement`` (fraction of pixels whose class agrees),
-``miou_keras`` and ``miou_onnx`` (same labelled evaluation set, ``cpsl_tf.metrics``). Gates: float32
-``max_abs_logit_diff <= 1e-4`` and ``argmax_agreement >= 0.9999``; reduced precision is gated on the mIoU
-drop instead.
+``miou_keras`` and ``miou_onnx`` (same labelled evaluation set; each runner's class map, brought to the
+label with the nearest rule, scored by the one evaluation loop ``cpsl_tf.evaluation.evaluate.evaluate``).
+Gates: float32 ``max_abs_logit_diff <= 1e-4`` and ``argmax_agreement >= 0.9999``; reduced precision is
+gated on the mIoU drop instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from cpsl_tf.export.preprocess import class_map_to_size
+from cpsl_tf.evaluation.evaluate import evaluate
 from cpsl_tf.export.runners import Runner
-from cpsl_tf.export.samples import batches
-from cpsl_tf.metrics import confusion_matrix, scores
+from cpsl_tf.export.samples import eval_dataset
+from cpsl_tf.metrics import scores
 
 
 class ParityError(RuntimeError):
     """An exported model failed its parity gate; the message carries the figures."""
+
+
+@dataclass
+class Agreement:
+    """The running comparison of a candidate's outputs with the reference's, batch by batch."""
+
+    max_abs_logit_diff: float | None = None
+    agreeing_pixels: int = 0
+    pixels: int = 0
+
+    def add(self, reference: dict, candidate: dict, candidate_logits: dict | None) -> None:
+        if candidate_logits is not None and "logits" in candidate_logits:
+            diff = float(np.abs(candidate_logits["logits"] - reference["logits"]).max())
+            self.max_abs_logit_diff = (diff if self.max_abs_logit_diff is None
+                                       else max(self.max_abs_logit_diff, diff))
+        self.agreeing_pixels += int((candidate["class_map"] == reference["class_map"]).sum())
+        self.pixels += reference["class_map"].size
 
 
 def _miou(conf: np.ndarray | None) -> float | None:
@@ -29,58 +48,34 @@ def _miou(conf: np.ndarray | None) -> float | None:
 
 def measure(reference: Runner, candidate: Runner, samples: Sequence, *, batch_size: int = 2,
             logits_candidate: Runner | None = None) -> dict:
-    """Compare ``candidate`` with ``reference`` (Keras) on ``samples``.
+    """Compare ``candidate`` with ``reference`` (Keras) on ``samples``, through the one evaluation loop
+    (``cpsl_tf.evaluation.evaluate.evaluate``): each runner's class map is scored against the labels.
 
     ``logits_candidate`` supplies logits when ``candidate`` only emits a class map (an argmax
     artefact is compared through a logits twin converted from the same deploy function).
     """
-    num_classes = reference.num_classes
-    max_diff = 0.0 if logits_candidate is not None else None
-    agree = total = 0
-    conf_ref = conf_cand = None
-    for batch, labels in batches(samples, reference.input_size, batch_size, reference.align_corners):
-        ref = reference(batch)
-        cand = candidate(batch)
-        logits_source = logits_candidate(batch) if logits_candidate is not None else cand
-        if "logits" in logits_source:
-            diff = float(np.abs(logits_source["logits"] - ref["logits"]).max())
-            max_diff = diff if max_diff is None else max(max_diff, diff)
-        agree += int((cand["class_map"] == ref["class_map"]).sum())
-        total += ref["class_map"].size
-        for index, label in enumerate(labels):
-            if label is None:
-                continue
-            size = label.shape[:2]
-            ref_conf = confusion_matrix(label, class_map_to_size(ref["class_map"][index], size),
-                                        num_classes)
-            cand_conf = confusion_matrix(label, class_map_to_size(cand["class_map"][index], size),
-                                         num_classes)
-            conf_ref = ref_conf if conf_ref is None else conf_ref + ref_conf
-            conf_cand = cand_conf if conf_cand is None else conf_cand + cand_conf
-    if total == 0:
+    agreement = Agreement(max_abs_logit_diff=0.0 if logits_candidate is not None else None)
+
+    def predict(images):
+        batch = images.numpy()
+        ref, cand = reference(batch), candidate(batch)
+        agreement.add(ref, cand, logits_candidate(batch) if logits_candidate is not None else cand)
+        return {"keras": ref["class_map"], "candidate": cand["class_map"]}
+
+    dataset = eval_dataset(samples, reference.input_size, batch_size, reference.num_classes,
+                           reference.align_corners)
+    confusions = evaluate(predict, dataset, reference.num_classes)
+    if agreement.pixels == 0:
         raise ValueError("the parity gate needs at least one image")
     return {
-        "max_abs_logit_diff": max_diff,
-        "argmax_agreement": agree / total,
-        "miou_keras": _miou(conf_ref),
-        "miou_onnx": _miou(conf_cand),
+        "max_abs_logit_diff": agreement.max_abs_logit_diff,
+        "argmax_agreement": agreement.agreeing_pixels / agreement.pixels,
+        "miou_keras": _miou(confusions.get("keras")),
+        "miou_onnx": _miou(confusions.get("candidate")),
         "num_images": len(samples),
-        "num_pixels": total,
-        "labelled": conf_ref is not None,
+        "num_pixels": agreement.pixels,
+        "labelled": bool(confusions),
     }
-
-
-def evaluate_miou(runner: Runner, samples: Sequence, batch_size: int = 2) -> float:
-    """mIoU of one runner on labelled samples."""
-    conf = None
-    for batch, labels in batches(samples, runner.input_size, batch_size, runner.align_corners):
-        maps = runner(batch)["class_map"]
-        for class_map, label in zip(maps, labels):
-            if label is None:
-                raise ValueError("evaluate_miou needs labelled samples")
-            part = confusion_matrix(label, class_map_to_size(class_map, label.shape[:2]), runner.num_classes)
-            conf = part if conf is None else conf + part
-    return float(scores(conf)["miou"])
 
 
 def float32_gate(report: dict, max_abs_logit_diff: float = 1e-4,

@@ -165,8 +165,8 @@ def build_engines(out: Path, specs, calibration_samples, common: dict, align_cor
     """Build every engine the installed TensorRT can build, each with its manifest."""
     from dataclasses import replace
 
+    from cpsl_tf.data.datasets import load_image
     from cpsl_tf.export.preprocess import batch_inputs
-    from cpsl_tf.export.samples import load_sample
     from cpsl_tf.export.tensorrt_build import (
         CalibrationBatcher,
         build_engine,
@@ -194,7 +194,7 @@ def build_engines(out: Path, specs, calibration_samples, common: dict, align_cor
             size = (spec.height, spec.width)
             batcher = CalibrationBatcher(
                 calibration_samples, 4,
-                lambda chunk, size=size: batch_inputs([load_sample(s)[0] for s in chunk], size,
+                lambda chunk, size=size: batch_inputs([load_image(s.image) for s in chunk], size,
                                                       align_corners),
                 spec.layout)
         info = build_engine(spec, batcher)

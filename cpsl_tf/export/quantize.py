@@ -8,6 +8,7 @@ refuses overlapping sets).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from onnxruntime.quantization import (
 )
 
 from cpsl_tf.command import UserError
-from cpsl_tf.export.samples import batches, sample_paths
+from cpsl_tf.export.samples import eval_dataset, sample_paths
 
 # Ops given Q/DQ inputs: TensorRT fuses Q/DQ into convolutions, matmuls and residual additions; the rest
 # stay in float, as NVIDIA's placement recommendations suggest. MaxPool is left out on purpose: its
@@ -35,11 +36,12 @@ class CalibrationError(UserError, ValueError):
 
 
 class ImageCalibrationReader(CalibrationDataReader):
-    """Feeds preprocessed target training images to the calibrator, ``batch_size`` at a time."""
+    """Feeds preprocessed target training images to the calibrator, ``batch_size`` at a time (their
+    labels, if any, are not read)."""
 
     def __init__(self, samples: Sequence, input_name: str, size: tuple[int, int], layout: str = "nhwc",
                  batch_size: int = 1, align_corners: bool = True):
-        self.samples = list(samples)
+        self.samples = [dataclasses.replace(sample, label=None) for sample in samples]
         self.input_name = input_name
         self.size = tuple(size)
         self.layout = layout
@@ -48,13 +50,14 @@ class ImageCalibrationReader(CalibrationDataReader):
         self.rewind()
 
     def rewind(self) -> None:
-        self._batches = batches(self.samples, self.size, self.batch_size, self.align_corners)
+        self._batches = iter(eval_dataset(self.samples, self.size, self.batch_size,
+                                          align_corners=self.align_corners))
 
     def get_next(self) -> dict | None:
         batch = next(self._batches, None)
         if batch is None:
             return None
-        images = batch[0]
+        images = batch.numpy()
         if self.layout == "nchw":
             images = images.transpose(0, 3, 1, 2)
         return {self.input_name: np.ascontiguousarray(images, dtype=np.float32)}

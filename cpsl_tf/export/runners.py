@@ -1,9 +1,11 @@
 """Prediction backends with one interface: Keras checkpoint, ONNX Runtime, TensorRT engine.
 
-Every runner takes a (B, H, W, 3) float32 NHWC batch in [0, 1] made by ``preprocess.batch_inputs`` at
-``runner.input_size`` and returns ``{"class_map": (B, H, W) int, "logits": (B, H, W, C) float32}``
-(``logits`` only when the backend produces them). Layout transposes and argmax of logits-only models
-are done here, so callers never see the exported layout.
+Every runner takes a (B, H, W, 3) float32 NHWC batch in [0, 1] at ``runner.input_size`` (a batch of
+``samples.eval_dataset``, or of ``preprocess.batch_inputs`` for frames) and returns
+``{"class_map": (B, H, W) int, "logits": (B, H, W, C) float32}`` (``logits`` only when the backend
+produces them). Layout transposes and argmax of logits-only models are done here, so callers never see the
+exported layout. Runners are scored through the one evaluation loop, ``cpsl_tf.evaluation.evaluate.evaluate``
+(see ``parity.measure``).
 """
 
 from __future__ import annotations
