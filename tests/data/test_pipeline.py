@@ -81,6 +81,17 @@ def test_eval_dataset_keeps_label_resolution(setup, rng):
     np.testing.assert_allclose(image.numpy()[0, 0, 0] * 255, images["s0.png"][0, 0], atol=1e-3)
 
 
+def test_eval_dataset_batches_labels_of_other_sizes_apart(setup, rng):
+    src, _, _, _, loaders, _ = setup
+    small = {"s1_gt.png": rng.integers(0, 19, size=(8, 16), dtype=np.uint8)}
+    labels = {**{s.label.name: loaders["load_label"](str(s.label), "bench", 19) for s in src}, **small}
+    batches = list(make_eval_dataset(src, (8, 16), batch_size=2, load_image=loaders["load_image"],
+                                     load_label=lambda path, dataset, n: labels[path]))
+    assert [(b[0].shape[0], tuple(b[1].shape[1:])) for b in batches] == [(2, (16, 32)), (2, (16, 32)),
+                                                                         (1, (8, 16))]
+    np.testing.assert_array_equal(batches[2][1][0], small["s1_gt.png"])
+
+
 def test_resumed_stream_continues_the_uninterrupted_one(setup):
     src, tgt, cfg, soft, loaders, _ = setup
     whole = _first(make_training_dataset(src, tgt, cfg, seed=5, pseudo_lookup=soft.__getitem__, **loaders), 4)

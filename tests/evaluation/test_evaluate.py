@@ -16,9 +16,10 @@ import keras
 import numpy as np
 import pytest
 
-from cpsl_tf.data.datasets import list_samples
+from cpsl_tf.data.datasets import DatasetError, list_samples, load_label
+from cpsl_tf.data.pipeline import make_eval_dataset
 from cpsl_tf.evaluation.cli import main
-from cpsl_tf.evaluation.evaluate import EvaluationError, evaluate_model, evaluate_predictions
+from cpsl_tf.evaluation.evaluate import EvaluationError, evaluate, evaluate_model, evaluate_predictions
 from cpsl_tf.labels import CITYSCAPES_IDS_19, class_names
 from cpsl_tf.metrics import confusion_matrix
 from tests.evaluation.test_confusion import numpy_bilinear
@@ -81,6 +82,41 @@ def test_evaluate_model_matches_numpy_protocol(tmp_path, rng, image_size):
     np.testing.assert_array_equal(np.array(result["confusion"]), conf)
     assert result["miou"] == pytest.approx(np.nanmean(iou_by_formula(conf, np.zeros(19))))
     assert result["num_images"] == 3 and result["subsets"] == {}
+
+
+def test_one_loop_scores_logits_and_class_maps_of_other_sizes(tmp_path, rng):
+    """``evaluate``: logits are upsampled bilinearly before the argmax, class maps resized with the nearest
+    rule (PyTorch's legacy ``floor(d * in / out)``), each named prediction with its own confusion matrix."""
+    truth = write_cityscapes(tmp_path, rng)
+    samples = list_samples("cityscapes", tmp_path, "val", 19, require_labels=True)
+    dataset = make_eval_dataset(samples, (12, 24), 2, 19, load_label=load_label, scale_first=True)
+    logits = {}
+
+    def predict(images):
+        out = rng.normal(size=(images.shape[0], 4, 6, 19)).astype(np.float32)
+        logits[len(logits)] = out
+        return {"logits": out, "class_map": out.argmax(-1)}
+
+    confusions = evaluate(predict, dataset, 19, align_corners=False)
+    expected_logits = np.zeros((19, 19), np.int64)
+    expected_maps = np.zeros((19, 19), np.int64)
+    rows, cols = np.arange(HEIGHT) * 4 // HEIGHT, np.arange(WIDTH) * 6 // WIDTH
+    outputs = np.concatenate([logits[0], logits[1]])  # two batches: 2 images, then 1
+    for out, (_, classes) in zip(outputs, truth.values()):
+        pred = numpy_bilinear(out[np.newaxis], (HEIGHT, WIDTH), align_corners=False).argmax(-1)[0]
+        expected_logits += confusion_matrix(classes, pred, 19)
+        expected_maps += confusion_matrix(classes, out.argmax(-1)[rows][:, cols], 19)
+    np.testing.assert_array_equal(confusions["logits"], expected_logits)
+    np.testing.assert_array_equal(confusions["class_map"], expected_maps)
+
+
+def test_unreadable_image_is_named(tmp_path, rng):
+    write_cityscapes(tmp_path, rng)
+    samples = list_samples("cityscapes", tmp_path, "val", 19)
+    data = samples[1].image.read_bytes()
+    samples[1].image.write_bytes(data[:len(data) // 3])
+    with pytest.raises(DatasetError, match=f"{samples[1].image}: not a readable image"):
+        evaluate_model(standin_model(), samples, 19, image_size=(12, 24))
 
 
 def write_predictions(folder: Path, truth, rng, pred_format: str):
