@@ -30,12 +30,17 @@ class Agreement:
     """The running comparison of a candidate's outputs with the reference's, batch by batch."""
 
     max_abs_logit_diff: float | None = None
+    non_finite_logits: bool = False
     agreeing_pixels: int = 0
     pixels: int = 0
 
     def add(self, reference: dict, candidate: dict, candidate_logits: dict | None) -> None:
         if candidate_logits is not None and "logits" in candidate_logits:
-            diff = float(np.abs(candidate_logits["logits"] - reference["logits"]).max())
+            difference = np.abs(candidate_logits["logits"] - reference["logits"])
+            finite = np.isfinite(difference)
+            # NaN would slip through max() and through "diff > tolerance" comparisons: recorded apart.
+            self.non_finite_logits |= not bool(finite.all())
+            diff = float(difference[finite].max()) if finite.any() else 0.0
             self.max_abs_logit_diff = (diff if self.max_abs_logit_diff is None
                                        else max(self.max_abs_logit_diff, diff))
         self.agreeing_pixels += int((candidate["class_map"] == reference["class_map"]).sum())
@@ -69,6 +74,7 @@ def measure(reference: Runner, candidate: Runner, samples: Sequence, *, batch_si
         raise ValueError("the parity gate needs at least one image")
     return {
         "max_abs_logit_diff": agreement.max_abs_logit_diff,
+        "non_finite_logits": agreement.non_finite_logits,
         "argmax_agreement": agreement.agreeing_pixels / agreement.pixels,
         "miou_keras": _miou(confusions.get("keras")),
         "miou_onnx": _miou(confusions.get("candidate")),
@@ -85,6 +91,8 @@ def float32_gate(report: dict, max_abs_logit_diff: float = 1e-4,
     failures = []
     if report["max_abs_logit_diff"] is None or report["max_abs_logit_diff"] > max_abs_logit_diff:
         failures.append(f"max |logit diff| {report['max_abs_logit_diff']} > {max_abs_logit_diff}")
+    if report.get("non_finite_logits"):
+        failures.append("non-finite logits (NaN or infinity) in the Keras or the exported model")
     if report["argmax_agreement"] < min_argmax_agreement:
         failures.append(f"argmax agreement {report['argmax_agreement']:.6f} < {min_argmax_agreement}")
     return {**report, "gates": gates, "failures": failures, "passed": not failures}
