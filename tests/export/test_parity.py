@@ -12,7 +12,8 @@ def _outputs(logits):
 
 
 def _report(agreement: Agreement) -> dict:
-    return {"max_abs_logit_diff": agreement.max_abs_logit_diff, "non_finite_logits": agreement.non_finite_logits,
+    return {"max_abs_logit_diff": agreement.max_abs_logit_diff,
+            "non_finite_logits": agreement.non_finite_logits,
             "argmax_agreement": agreement.agreeing_pixels / agreement.pixels}
 
 
