@@ -16,11 +16,11 @@ class ConfigError(UserError, ValueError):
 
 @dataclass
 class BenchmarkConfig:
-    """Generated two-domain benchmark (see ``cpsl_tf.data.benchmark``)."""
+    """Generated two-domain benchmark (see ``cpsl_tf.benchmark``)."""
 
     variant: Literal["A", "B"] = "A"
     seed: int = 0
-    # Strength of the target shift in [0, 1] (see cpsl_tf/data/bench_style.py).
+    # Strength of the target shift in [0, 1] (see cpsl_tf/benchmark/style.py).
     shift: float = 0.5
     height: int = 96
     width: int = 192
