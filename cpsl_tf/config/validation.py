@@ -78,6 +78,7 @@ BOUNDS: dict[str, Bound] = {
     "eval.batch_size": at_least(1), "eval.report_subsets": at_least(1),
     "export.opset": Bound(7, 21), "export.height": at_least(1), "export.width": at_least(1),
     "export.max_abs_logit_diff": NON_NEGATIVE, "export.min_argmax_agreement": PROBABILITY,
+    "export.min_second_runtime_agreement": PROBABILITY,
     "export.calibration_images": at_least(1),
 }
 

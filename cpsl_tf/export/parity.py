@@ -84,6 +84,29 @@ def measure(reference: Runner, candidate: Runner, samples: Sequence, *, batch_si
     }
 
 
+def second_runtime_parity(onnx_path, manifest: dict, samples: Sequence, batch_size: int,
+                          min_agreement: float) -> dict | None:
+    """OpenCV's DNN module against ONNX Runtime on the same float32 graph and images: the class maps must
+    agree on at least ``min_agreement`` of the pixels. ``None`` when OpenCV has no DNN module."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    if not hasattr(cv2, "dnn"):  # OpenCV builds without the DNN module
+        return None
+    from cpsl_tf.export.runners import OnnxRunner, OpenCvDnnRunner
+
+    result = measure(OnnxRunner(onnx_path, manifest), OpenCvDnnRunner(onnx_path, manifest), samples,
+                     batch_size=batch_size)
+    agreement = result["argmax_agreement"]
+    failures = [] if agreement >= min_agreement else [
+        f"OpenCV DNN agrees with ONNX Runtime on {100 * agreement:.4f} % of the pixels "
+        f"< {100 * min_agreement:.2f} %"]
+    return {"runtime": f"opencv-dnn {cv2.__version__}", "argmax_agreement": agreement,
+            "num_images": result["num_images"], "min_argmax_agreement": min_agreement,
+            "failures": failures, "passed": not failures}
+
+
 def float32_gate(report: dict, max_abs_logit_diff: float = 1e-4,
                  min_argmax_agreement: float = 0.9999) -> dict:
     """Add ``gates`` and ``passed`` to a float32 parity report."""

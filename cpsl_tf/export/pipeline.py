@@ -28,7 +28,14 @@ from cpsl_tf.export.onnx_export import (
     graph_report,
     inner_transposes,
 )
-from cpsl_tf.export.parity import ParityError, describe, float32_gate, measure, miou_drop_gate
+from cpsl_tf.export.parity import (
+    ParityError,
+    describe,
+    float32_gate,
+    measure,
+    miou_drop_gate,
+    second_runtime_parity,
+)
 from cpsl_tf.export.runners import KerasRunner, OnnxRunner
 from cpsl_tf.export.tensorrt_build import EngineSpec, build_engine_script
 from cpsl_tf.io_utils import atomic_write_bytes, atomic_write_text, current_umask
@@ -99,9 +106,18 @@ def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_sam
     if problems:
         parity["failures"] = parity["failures"] + problems
         parity["passed"] = False
+    second = second_runtime_parity(onnx_path, float_manifest, eval_samples, options.batch_size,
+                                   cfg.min_second_runtime_agreement)
+    if second is not None:
+        parity["second_runtime"] = second
+        parity["failures"] = parity["failures"] + second["failures"]
+        parity["passed"] = parity["passed"] and second["passed"]
     float_manifest["parity"] = parity
     write_manifest(manifest_path(onnx_path), float_manifest)
     log(f"float32 parity: {describe(parity)}")
+    if second is not None:
+        log(f"second runtime: {second['runtime']} agrees with ONNX Runtime on "
+            f"{100 * second['argmax_agreement']:.4f} % of the pixels")
     manifests = {"model.onnx": float_manifest}
     failures = [f"model.onnx: {f}" for f in parity["failures"]]
 

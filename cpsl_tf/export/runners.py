@@ -1,4 +1,5 @@
-"""Prediction backends with one interface: Keras checkpoint, ONNX Runtime, TensorRT engine.
+"""Prediction backends with one interface: Keras checkpoint, ONNX Runtime, TensorRT engine, and OpenCV's DNN
+module (a second runtime for the same ONNX graph, checked against ONNX Runtime by the parity gate).
 
 Every runner takes a (B, H, W, 3) float32 NHWC batch in [0, 1] at ``runner.input_size`` (a batch of
 ``samples.eval_dataset``, or of ``preprocess.batch_inputs`` for frames) and returns
@@ -101,6 +102,26 @@ class OnnxRunner(Runner):
             batch = batch.transpose(0, 3, 1, 2)
         values = dict(zip(self.output_names, self.session.run(None, {self.input_name: batch})))
         return normalise_outputs(values, self.layout)
+
+
+class OpenCvDnnRunner(Runner):
+    """An exported ONNX model run with OpenCV's DNN module (``cv2.dnn``) on the CPU."""
+
+    def __init__(self, path: str | Path, manifest: dict | None = None):
+        import cv2
+
+        self._read_manifest(path, manifest)
+        self.net = cv2.dnn.readNetFromONNX(str(self.path))
+        self.output_names = list(self.net.getUnconnectedOutLayersNames())
+        self.version = cv2.__version__
+
+    def __call__(self, batch: np.ndarray) -> dict:
+        batch = self.check_batch(batch)
+        if self.layout == "nchw":
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        self.net.setInput(batch)
+        (value,) = self.net.forward(self.output_names)  # the deploy graph has one output
+        return normalise_outputs({self.manifest["output"]["name"]: value}, self.layout)
 
 
 def normalise_outputs(values: dict, layout: str) -> dict:

@@ -52,6 +52,10 @@ def test_float32_export_passes_the_gate_and_writes_the_manifest(exported, tiny_m
     assert len(manifest["class_names"]) == len(manifest["palette"]) == 19
     assert manifest["graph"]["problems"] == []
     assert manifest["evaluation_data"] == {"folder": "val", "images": 3}
+    # The second runtime (OpenCV DNN, installed with the project) reads the graph as ONNX Runtime does.
+    second = parity["second_runtime"]
+    assert second["runtime"].startswith("opencv-dnn") and second["passed"]
+    assert second["argmax_agreement"] >= 0.999 and second["num_images"] == 3
     # The written ONNX is the argmax artefact and reproduces the Keras class map on a fresh image.
     model, meta = tiny_model
     assert [o.name for o in onnx.load(out / "model.onnx").graph.output] == ["class_map"]
