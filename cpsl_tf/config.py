@@ -467,10 +467,10 @@ def validate(cfg: Config, source: str = "config") -> Config:
 
 
 # What ``cpsl.preset: "official"`` sets (official-code-notes sections 1.2, 5, 8): 256 uniformly sampled
-# pixels per image, 0.1 CE + RCE, CutMix with probability 0.5, the running-mean prototypes. A --set of one
-# of these keys still wins.
+# pixels per image, 0.1 CE + RCE, CutMix with probability 0.5, the running-mean prototypes, r fixed at
+# Eq. 10 (Eq. 11 with momentum 1). A --set of one of these keys still wins.
 OFFICIAL_PRESET = {"pixels_per_image": 256, "target_loss": "ce+rce", "cutmix_prob": 0.5,
-                   "prototype_mode": "official"}
+                   "prototype_mode": "official", "alignment_momentum": 1.0}
 
 
 # Table 3 switches the official step does not implement; a config that changes them under the official
