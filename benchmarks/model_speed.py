@@ -28,7 +28,8 @@ import tensorflow as tf  # noqa: E402
 
 from cpsl_tf.config import ModelConfig  # noqa: E402
 from cpsl_tf.io_utils import atomic_write_json  # noqa: E402
-from cpsl_tf.models.segmenter import build_segmenter, upsample_logits  # noqa: E402
+from cpsl_tf.models.segmenter import build_segmenter  # noqa: E402
+from cpsl_tf.resize import resize_bilinear  # noqa: E402
 
 NUM_CLASSES = 19
 LEARNING_RATE = 2.5e-4
@@ -56,7 +57,7 @@ def keras_step_fn(image: np.ndarray, labels: np.ndarray, jit_compile: bool):
     @tf.function(jit_compile=jit_compile)
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            logits = upsample_logits(model(x, training=True)["logits"], tf.shape(x)[1:3], align_corners=True)
+            logits = resize_bilinear(model(x, training=True)["logits"], tf.shape(x)[1:3], align_corners=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss

@@ -51,7 +51,6 @@ def main(argv=None) -> int:
 
     from cpsl_tf.config import load_config
     from cpsl_tf.cpsl.model import CPSLModel
-    from cpsl_tf.cpsl.official_model import OfficialCPSLModel
     from cpsl_tf.data.pipeline import make_training_dataset
     from cpsl_tf.io_utils import atomic_write_json
     from cpsl_tf.models.segmenter import build_segmenter, output_size
@@ -75,13 +74,13 @@ def main(argv=None) -> int:
                 for preset, c in (("paper", cfg), ("official", official_cfg))}
     batches = {preset: next(iter(d)) for preset, d in datasets.items()}
 
-    def cpsl_model(config, model_class):
+    def cpsl_model(config):
         student = build_segmenter(config.model, num_classes)
         teacher = build_segmenter(config.model, num_classes, name="teacher")
         teacher.set_weights(student.get_weights())
         prototypes = rng.normal(size=(num_classes, config.model.head_channels)).astype(np.float32)
-        model = model_class(student, teacher, prototypes, np.full(num_classes, 1 / num_classes, np.float32),
-                            config.cpsl)
+        model = CPSLModel(student, teacher, prototypes, np.full(num_classes, 1 / num_classes, np.float32),
+                          config.cpsl)
         model.use_optimizer(build_segmentation_optimizer(config, 1e-3, 1e-2, 10**6, model.trainable_for_step,
                                                          1e-2))
         model.compile(optimizer=model.grouped.groups["backbone"])
@@ -96,11 +95,11 @@ def main(argv=None) -> int:
     results["warmup_source_only"] = _fixed_batch_rate(warm, {k: batches["paper"][k] for k in
                                                              ("source_image", "source_label")}, args.steps,
                                                    args.warmup_steps)
-    results["cpsl_paper"] = _fixed_batch_rate(cpsl_model(cfg, CPSLModel), batches["paper"], args.steps,
+    results["cpsl_paper"] = _fixed_batch_rate(cpsl_model(cfg), batches["paper"], args.steps,
                                              args.warmup_steps)
-    results["cpsl_without_sl"] = _fixed_batch_rate(cpsl_model(without_sl, CPSLModel), batches["paper"],
+    results["cpsl_without_sl"] = _fixed_batch_rate(cpsl_model(without_sl), batches["paper"],
                                                    args.steps, args.warmup_steps)
-    results["cpsl_official"] = _fixed_batch_rate(cpsl_model(official_cfg, OfficialCPSLModel),
+    results["cpsl_official"] = _fixed_batch_rate(cpsl_model(official_cfg),
                                                  batches["official"], args.steps, args.warmup_steps)
 
     iterator = iter(datasets["paper"])

@@ -1,4 +1,5 @@
-"""Gradients of a step whose loss sums several forward passes, computed one pass at a time.
+"""Gradients of a step whose loss sums several forward passes, computed one pass at a time; and what a
+training step needs from its optimizer (:class:`StepOptimizer`).
 
 A CPSL step runs the student three times (source, weak target, strong target); a single tape keeps the
 activations of all three alive until the one backward pass. Here each pass runs its forward and backward
@@ -7,13 +8,47 @@ step holds one pass's activations at a time. At batch 1 and a 512x896 crop, one 
 keeps about 6 GiB of activations, so this is what keeps the CPSL stage's peak memory near one pass's
 (``benchmarks/real_size.py``). The sum is exact (the gradient of a sum is the sum of the gradients); only
 the order of the floating-point additions changes. The compute is the same.
+
+The training steps (the warm-up, CPSL and distillation models) reach their optimizer only through
+:class:`StepOptimizer`: it scales the loss before the gradients are taken and applies them, saying whether
+the weights changed. What applies them (learning-rate groups, coupled decay, gradient accumulation, loss
+scaling: :class:`cpsl_tf.training.optim.GroupedSGD`) is the trainer's choice, so the method in
+:mod:`cpsl_tf.cpsl` imports nothing from :mod:`cpsl_tf.training`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import tensorflow as tf
+
+
+class StepOptimizer(Protocol):
+    def scale_loss(self, loss):
+        """The loss to differentiate: ``loss`` times the loss scale, if there is one."""
+
+    def apply(self, gradients: Sequence, variables: Sequence):
+        """Apply the gradients of one step (one micro-batch under gradient accumulation) to ``variables``.
+
+        Returns whether the variables changed: the Python bool True when every call changes them, else a
+        boolean tensor (False on a micro-batch that only accumulates, or a step skipped by loss scaling).
+        """
+
+
+def when_applied(applied, update: Callable[[], None]) -> None:
+    """Run ``update`` (e.g. an EMA of the weights) only if the optimizer changed the weights; ``applied`` is
+    what :meth:`StepOptimizer.apply` returned."""
+    if isinstance(applied, bool):
+        if applied:
+            update()
+        return
+
+    def run():
+        update()
+        return tf.constant(True)
+
+    tf.cond(applied, run, lambda: tf.constant(False))
 
 
 def _add(total, more):

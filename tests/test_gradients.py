@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from cpsl_tf.gradients import pass_by_pass_gradients
+from cpsl_tf.gradients import pass_by_pass_gradients, when_applied
 
 
 def _variables():
@@ -62,3 +62,17 @@ def test_a_pass_starts_only_after_the_previous_pass_gradients_in_a_graph():
                 ancestors.add(parent.name)
                 frontier.append(parent)
     assert any(name.startswith("gradient_tape/") for name in ancestors), sorted(ancestors)
+
+
+def test_when_applied_runs_the_update_only_after_a_change():
+    counter = tf.Variable(0)
+
+    def update():
+        counter.assign_add(1)
+
+    when_applied(True, update)
+    when_applied(False, update)
+    step = tf.function(lambda applied: when_applied(applied, update))
+    step(tf.constant(True))
+    step(tf.constant(False))
+    assert int(counter.numpy()) == 2

@@ -17,10 +17,10 @@ from cpsl_tf.config.validation import validate_for_training
 REQUIRED_KEYS = ("data.source", "data.target", "data.source_size", "data.target_size", "data.crop_size")
 
 # What ``cpsl.preset: "official"`` sets (docs/official-code.md sections 1.2, 5, 8): 256 uniformly sampled
-# pixels per image, 0.1 CE + RCE, CutMix with probability 0.5, the running-mean prototypes. A --set of one
-# of these keys still wins.
+# pixels per image, 0.1 CE + RCE, CutMix with probability 0.5, the running-mean prototypes, r fixed at
+# Eq. 10 (Eq. 11 with momentum 1). A --set of one of these keys still wins.
 OFFICIAL_PRESET = {"pixels_per_image": 256, "target_loss": "ce+rce", "cutmix_prob": 0.5,
-                   "prototype_mode": "official"}
+                   "prototype_mode": "official", "alignment_momentum": 1.0}
 
 
 def _with_preset(raw: dict, explicit: set[str]) -> dict:

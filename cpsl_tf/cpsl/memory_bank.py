@@ -10,8 +10,8 @@ the first replica is then written to every copy, so all copies stay identical. E
 copy, so reads need no communication.
 
 Row order: Sinkhorn is equivariant to a permutation of its rows, so the training step uses ``features``
-in ring order. ``newest_first`` gives the order of the official code's shift-down queue (the newest block
-at row 0), for comparisons with it.
+in ring order (the official code keeps a shift-down queue, newest block at row 0; the tests compare the two
+orders).
 """
 
 from __future__ import annotations
@@ -73,21 +73,6 @@ class MemoryBank(keras.layers.Layer):
     def valid_rows(self):
         """The rows written so far, in ring order (all ``size`` rows once full)."""
         return tf.convert_to_tensor(self.features)[: tf.convert_to_tensor(self.filled)]
-
-    def newest_first(self, block_size: int):
-        """All rows in the order of the official shift-down queue, for enqueues of ``block_size`` rows.
-
-        Row r is row r % block_size of the (r // block_size)-th most recent block; unwritten rows are zero.
-        """
-        rank = tf.range(self.size)
-        block, offset = rank // block_size, rank % block_size
-        indices = (tf.convert_to_tensor(self.pointer) - block_size * (block + 1) + offset) % self.size
-        return tf.gather(tf.convert_to_tensor(self.features), indices)
-
-    def reset(self):
-        self.features.assign(tf.zeros((self.size, self.dim), self.bank_dtype))
-        self.pointer.assign(0)
-        self.filled.assign(0)
 
     def call(self, inputs=None):
         """The bank's contents (size, dim) in ring order."""

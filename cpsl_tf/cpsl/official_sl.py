@@ -45,7 +45,7 @@ def uniform_official_samples(feature_map, logit_map, permutation, pixels_per_ima
 
 def official_two_bank_sl_loss(feature_samples, logit_samples, prototypes, feature_bank: MemoryBank,
                               logit_bank: MemoryBank, class_marginal, tau: float = 0.08,
-                              epsilon: float = 0.05, iterations: int = 3):
+                              epsilon: float = 0.05, iterations: int = 3, log_domain: bool = False):
     """The official L_SL (adaptation_modelv2.py:258-298): sum over both banks, mean over images.
 
     Args:
@@ -54,6 +54,7 @@ def official_two_bank_sl_loss(feature_samples, logit_samples, prototypes, featur
         prototypes: (K, D) the self-labeling head's weights W (the gradient flows to them only).
         feature_bank, logit_bank: banks A (width D) and B (width K); both are updated (M rows per image).
         class_marginal: (K,) the fixed class distribution r.
+        log_domain: Sinkhorn in the log domain (``cpsl.sinkhorn_log_domain``; the official code's is not).
 
     Returns:
         (total, logit_bank_part): the summed loss and its bank-B part, both means over the B images.
@@ -73,10 +74,10 @@ def official_two_bank_sl_loss(feature_samples, logit_samples, prototypes, featur
         # Bank A rows are scored against the un-normalised W (official line 267), current rows against W/|W|.
         targets_a = online_assignment(tf.stop_gradient(scores), feature_bank,
                                        lambda bank: tf.linalg.matmul(bank, raw_prototypes, transpose_b=True),
-                                       class_marginal, epsilon, iterations)
+                                       class_marginal, epsilon, iterations, log_domain)
         feature_bank.enqueue(features)
         targets_b = online_assignment(logits, logit_bank, lambda bank: bank, class_marginal, epsilon,
-                                       iterations)
+                                       iterations, log_domain)
         logit_bank.enqueue(logits)
         feature_part += self_labeling_loss(targets_a, scores, tau)
         logit_part += self_labeling_loss(targets_b, scores, tau)

@@ -1,7 +1,8 @@
 """Pseudo-label rectification (paper Eq. 1) with the self-labeling head's probabilities (Eq. 4).
 
-All maps are channels-last. ``full_to_weak`` brings a feature map of the un-augmented full image into the
-frame of the weak crop the way the official ``full2weak`` does (``docs/official-code.md`` section 7.2).
+All maps are channels-last. (The official ``full2weak``, which brings the momentum network's map of the
+full image into the weak crop for the ``official`` preset, is :func:`cpsl_tf.data.views.full_to_weak`;
+``docs/official-code.md`` section 7.2.)
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from cpsl_tf.labels import IGNORE_INDEX
-from cpsl_tf.resize import resize_bilinear
 
-__all__ = ["cosine_scores", "self_labeling_probabilities", "rectify", "full_to_weak"]
+__all__ = ["cosine_scores", "self_labeling_probabilities", "rectify"]
 
 
 def cosine_scores(features, prototypes):
@@ -30,12 +30,10 @@ def cosine_scores(features, prototypes):
     return tf.einsum("...d,kd->...k", unit_features, unit_prototypes)
 
 
-def self_labeling_probabilities(features, prototypes, tau: float = 0.08):
-    """P_SL = softmax(f_SL(z) / tau) with the cosine classifier f_SL (Eq. 4).
-
-    features (..., D) channels-last, prototypes (K, D) -> probabilities (..., K).
-    """
-    return tf.nn.softmax(cosine_scores(features, prototypes) / tau, axis=-1)
+def self_labeling_probabilities(scores, tau: float = 0.08):
+    """P_SL = softmax(f_SL(z) / tau) (Eq. 4) from the cosine scores f_SL(z) (..., K) of :func:`cosine_scores`
+    (the momentum head f'_SL in the training step)."""
+    return tf.nn.softmax(scores / tau, axis=-1)
 
 
 def rectify(p_sl, p_st, threshold: float = 0.0, ignore_index: int = IGNORE_INDEX):
@@ -61,42 +59,3 @@ def rectify(p_sl, p_st, threshold: float = 0.0, ignore_index: int = IGNORE_INDEX
         confidence = tf.reduce_max(product, axis=-1) / tf.reduce_sum(product, axis=-1)
         labels = tf.where(confidence < threshold, tf.constant(ignore_index, tf.int32), labels)
     return labels
-
-
-def _full_to_weak_single(feature_map, resized_size, crop_offset, crop_size, flip):
-    resized = resize_bilinear(feature_map, resized_size // 4)
-    crop = tf.slice(resized, tf.concat([crop_offset // 4, [0]], axis=0),
-                    tf.concat([crop_size // 4, [-1]], axis=0))
-    return tf.cond(flip, lambda: tf.reverse(crop, axis=[1]), lambda: crop)
-
-
-def full_to_weak(feature_maps, resized_sizes, crop_boxes, flips):
-    """Map full-image maps at 1/4 scale into the frame of each weak crop at 1/4 scale (official full2weak).
-
-    Per image: align-corners bilinear resize of the (B, H/4, W/4, C) map to (floor(h/4), floor(w/4)) where
-    (h, w) is the RandomSized size, crop rows floor(y1/4) .. + floor((y2-y1)/4) and columns
-    floor(x1/4) .. + floor((x2-x1)/4), then flip horizontally if the weak view was flipped.
-
-    Args:
-        feature_maps: (B, H/4, W/4, C) float.
-        resized_sizes: (B, 2) int, (h, w) of the RandomSized step in pixels.
-        crop_boxes: (B, 4) int, (y1, y2, x1, x2) of the RandomCrop in pixels of the resized image; all
-            crops must have the same size (the crop size of the pipeline).
-        flips: (B,) bool, horizontal flip of the weak view.
-
-    Returns:
-        (B, crop_h/4, crop_w/4, C) maps in the weak-crop frame.
-    """
-    feature_maps = tf.convert_to_tensor(feature_maps)
-    resized_sizes = tf.cast(resized_sizes, tf.int32)
-    crop_boxes = tf.cast(crop_boxes, tf.int32)
-    flips = tf.cast(flips, tf.bool)
-    crop_offsets = tf.stack([crop_boxes[:, 0], crop_boxes[:, 2]], axis=1)
-    crop_sizes = tf.stack([crop_boxes[:, 1] - crop_boxes[:, 0], crop_boxes[:, 3] - crop_boxes[:, 2]], axis=1)
-    tf.debugging.assert_equal(crop_sizes, tf.broadcast_to(crop_sizes[:1], tf.shape(crop_sizes)),
-                              message="full_to_weak: crop boxes (y1, y2, x1, x2) differ in size")
-    crop_size = crop_sizes[0]
-    return tf.map_fn(
-        lambda args: _full_to_weak_single(args[0], args[1], args[2], crop_size, args[3]),
-        (feature_maps, resized_sizes, crop_offsets, flips),
-        fn_output_signature=tf.TensorSpec([None, None, feature_maps.shape[-1]], feature_maps.dtype))

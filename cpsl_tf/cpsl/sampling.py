@@ -1,8 +1,8 @@
 """Pixel sampling for the memory bank: class-balanced (paper Eq. 8-9) and uniform (official, w/o CB).
 
 Both return, per image, M distinct raster indices into the H*W positions, with a fixed output size M so
-they run inside a graph. Randomness is stateless: pass a (2,) int seed, e.g. from
-``tf.random.Generator.make_seeds(1)[:, 0]`` in the train step.
+they run inside a graph. Randomness is stateless: pass a (2,) int seed (the train step folds the image's
+index in the global batch into a seed of the run seed and the iteration).
 """
 
 from __future__ import annotations

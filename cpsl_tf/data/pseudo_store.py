@@ -29,7 +29,7 @@ import mmap
 import secrets
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -308,10 +308,6 @@ class PseudoLabelStore:
         if isinstance(name, np.ndarray):
             name = name.item()
         return self.get(name.decode("utf-8") if isinstance(name, bytes) else str(name))
-
-    def get_batch(self, names: Iterable) -> np.ndarray:
-        """(B, h, w, C) float32 maps of several images (names as str or bytes)."""
-        return np.stack([self.lookup(name) for name in np.asarray(list(names)).ravel()])
 
     def tf_lookup(self, name):
         """Graph op for ``tf.data``: a scalar string tensor -> (h, w, C) float32 map."""

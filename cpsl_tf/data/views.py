@@ -1,4 +1,5 @@
-"""The weak view: resize to the base size, random scale, random crop, horizontal flip.
+"""The weak view: resize to the base size, random scale, random crop, horizontal flip; and ``full_to_weak``,
+the official ``full2weak`` that brings a map of the un-augmented full image into the weak crop's frame.
 
 Official code (``docs/official-code.md`` section 9, data/__init__.py:55-58): ``RandomSized`` ->
 ``RandomCrop`` -> ``RandomHorizontallyFlip``; image bilinear, labels nearest, the soft pseudo-label map
@@ -18,6 +19,11 @@ rest is padding: image 0, label 255 (ignore), P_ST 0.
 Weak parameters (all in pixels of the scaled image, as the official ``weak_params``):
 ``scaled_size`` int32 [h, w]; ``crop_box`` int32 [y1, x1, y2, x2] (y2 - y1 = crop height; y1 < 0 when the
 crop is padded); ``flip`` int32 0/1.
+
+``full_to_weak`` (notes section 7.2) is the official code's own chain, not the single align-corners map of
+``weak_soft_map``: the full-image map is resized to full / stride, then per image to floor(scaled / stride),
+and the crop is cut at floor(crop_box / stride). It is checked against the official fixture
+(tests/fixtures/official/rectify_thr0.00.npz).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from cpsl_tf.labels import IGNORE_INDEX
-from cpsl_tf.resize import nearest_indices
+from cpsl_tf.resize import nearest_indices, resize_bilinear
 
 
 def sample_weak_params(seed, base_size, crop_size, scale_range, hflip: bool = True) -> dict:
@@ -106,6 +112,48 @@ def weak_soft_map(soft, params, crop_size, stride: int = 1):
     """
     out_size = [crop_size[0] // stride, crop_size[1] // stride]
     return _bilinear_crop(soft, params, out_size)
+
+
+def _full_to_weak_one(full_map, params, crop_size, stride: int):
+    scaled = params["scaled_size"] // stride
+    resized = resize_bilinear(full_map, scaled)
+    out_h, out_w = crop_size[0] // stride, crop_size[1] // stride
+    top = tf.math.floordiv(params["crop_box"][0], stride)
+    left = tf.math.floordiv(params["crop_box"][1], stride)
+    # A crop that reaches past a scaled image smaller than the crop sees zeros there, as P_ST's padding.
+    pad_top, pad_left = tf.maximum(-top, 0), tf.maximum(-left, 0)
+    padded = tf.pad(resized, [[pad_top, tf.maximum(top + out_h - scaled[0], 0)],
+                              [pad_left, tf.maximum(left + out_w - scaled[1], 0)], [0, 0]])
+    crop = tf.slice(padded, [top + pad_top, left + pad_left, 0], [out_h, out_w, -1])
+    return _maybe_flip(crop, params["flip"])
+
+
+def full_to_weak(full_maps, weak_params, full_size, crop_size, stride: int):
+    """Maps of the un-augmented full images into the frames of their weak crops at crop / stride (official
+    ``full2weak``, notes section 7.2; see the module docstring).
+
+    Args:
+        full_maps: (B, h, w, C) float maps of the full images at any resolution (e.g. the network's).
+        weak_params: the batch's weak parameters (``scaled_size`` (B, 2), ``crop_box`` (B, 4), ``flip`` (B,)),
+            in pixels of the scaled images.
+        full_size: (H, W) of the full image the scaled sizes refer to.
+        crop_size: (crop_h, crop_w) of the weak crop.
+        stride: the output map's stride in crop pixels (4 in the official code).
+
+    Returns:
+        (B, crop_h / stride, crop_w / stride, C) maps in the weak crops' frames.
+    """
+    full_maps = resize_bilinear(full_maps, [full_size[0] // stride, full_size[1] // stride])
+
+    def one(args):
+        full_map, scaled, box, flip = args
+        return _full_to_weak_one(full_map, {"scaled_size": scaled, "crop_box": box, "flip": flip},
+                                 crop_size, stride)
+
+    params = (tf.cast(weak_params["scaled_size"], tf.int32), tf.cast(weak_params["crop_box"], tf.int32),
+              tf.cast(weak_params["flip"], tf.int32))
+    return tf.map_fn(one, (full_maps, *params), fn_output_signature=tf.TensorSpec(
+        [crop_size[0] // stride, crop_size[1] // stride, full_maps.shape[-1]], full_maps.dtype))
 
 
 def weak_label(label, params, crop_size):

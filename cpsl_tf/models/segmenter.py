@@ -3,8 +3,8 @@
 ``build_segmenter(model_cfg, num_classes)`` is a functional ``keras.Model`` taking RGB float32 in [0, 1]
 (B, H, W, 3) and returning ``{"logits": (B, h, w, K), "features": (B, h, w, head_channels)}`` at output
 stride 8 (h = ceil-mode arithmetic of the official network, e.g. 512x896 -> 65x113). Both outputs are
-float32 even under a mixed-precision policy. Logits are not upsampled inside the model; use
-:func:`upsample_logits`.
+float32 even under a mixed-precision policy. Logits are not upsampled inside the model; callers resize
+them with :func:`cpsl_tf.resize.resize_bilinear` (align corners, as the official checkpoints).
 
 Outside training steps, run a segmenter on images only through :func:`inference_function`, never eagerly
 (``model(x)``): eager execution keeps the whole forward pass's intermediates alive, and the R101 network on
@@ -26,7 +26,6 @@ from cpsl_tf.config import ModelConfig
 from cpsl_tf.models.deeplab_v2 import proda_head
 from cpsl_tf.models.layers import Standardize
 from cpsl_tf.models.resnet import resnet_features
-from cpsl_tf.resize import resize_bilinear
 
 # Layers trained with the head learning rate (official ``get_10x_lr_params``: layer5 and bn_pretrain).
 HEAD_LAYER_PREFIXES = ("layer5_", "bn_pretrain")
@@ -59,12 +58,6 @@ def is_head_variable(variable) -> bool:
 
 def has_bn_pretrain(model: keras.Model) -> bool:
     return any(layer.name == "bn_pretrain" for layer in model.layers)
-
-
-def upsample_logits(logits, size, align_corners: bool = True):
-    """Bilinear upsampling of (B, h, w, C) logits or features to ``size`` = (H, W), the project's one
-    resize convention (:func:`cpsl_tf.resize.resize_bilinear`; official checkpoints use align_corners)."""
-    return resize_bilinear(logits, size, align_corners=align_corners)
 
 
 # model -> {(H, W): compiled inference pass}. Weak keys, and the functions hold the model weakly, so a model

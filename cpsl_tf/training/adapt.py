@@ -8,7 +8,6 @@ import keras
 import numpy as np
 
 from cpsl_tf.cpsl.model import CPSLModel
-from cpsl_tf.cpsl.official_model import OfficialCPSLModel
 from cpsl_tf.data import datasets
 from cpsl_tf.data.pipeline import make_training_dataset
 from cpsl_tf.io_utils import atomic_path
@@ -33,9 +32,8 @@ def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLMod
     cfg = ctx.cfg
     student = synchronize_batch_norm(load_stage_model(ctx, "warmup"), cfg.train.sync_batch_norm)
     teacher = synchronize_batch_norm(load_stage_model(ctx, "warmup"), cfg.train.sync_batch_norm)
-    model_class = OfficialCPSLModel if cfg.cpsl.preset == "official" else CPSLModel
-    model = model_class(student, teacher, prototypes, class_distribution, cfg.cpsl,
-                        align_corners=cfg.model.align_corners, seed=cfg.train.seed)
+    model = CPSLModel(student, teacher, prototypes, class_distribution, cfg.cpsl,
+                      align_corners=cfg.model.align_corners, seed=cfg.train.seed)
     t = cfg.train
     w_lr = cfg.cpsl.self_labeling_lr_scale * t.head_lr
     model.use_optimizer(build_segmentation_optimizer(cfg, t.lr, t.head_lr, cfg.cpsl.iterations,

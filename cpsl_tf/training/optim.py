@@ -14,7 +14,8 @@ the same). The coupled decay ``weight_decay * w`` is the same in every micro-bat
 between updates), so it enters once. Keras' schedules would count micro-batches; the learning rate here
 counts optimizer steps (:class:`PerOptimizerStep`). What is not a gradient is the caller's choice;
 :meth:`GroupedSGD.apply` returns whether the variables changed, so the CPSL step updates its EMA networks
-once per optimizer step (see :mod:`cpsl_tf.cpsl.model`).
+once per optimizer step (:func:`cpsl_tf.gradients.when_applied`). ``GroupedSGD`` is the
+:class:`cpsl_tf.gradients.StepOptimizer` the training steps are given.
 
 Loss scaling (``mixed_float16``): one dynamic scale for all groups, as
 ``keras.optimizers.LossScaleOptimizer`` keeps per optimizer: a step whose unscaled gradients are not all
@@ -105,12 +106,13 @@ class GroupedSGD:
 
     def _is_update_step(self, optimizer: keras.Optimizer):
         if self.accumulation_steps == 1:
-            return tf.constant(True)
+            return True
         return tf.equal((tf.convert_to_tensor(optimizer._iterations) + 1) % self.accumulation_steps, 0)
 
     def apply(self, grads: Sequence, variables: Sequence):
-        """Apply one micro-batch's gradients; returns a boolean tensor, True when the variables changed
-        (an optimizer step with finite gradients)."""
+        """Apply one micro-batch's gradients; returns whether the variables changed (an optimizer step with
+        finite gradients): the Python bool True when every call is one (no accumulation, no loss scaling),
+        else a boolean tensor."""
         if self.loss_scaling:
             inverse = 1.0 / tf.convert_to_tensor(self.loss_scale)
             grads = [None if g is None else g * tf.cast(inverse, g.dtype) for g in grads]
@@ -124,7 +126,7 @@ class GroupedSGD:
             vs.append(v)
         applied = [name for name in self.groups if split[name][1]]
         if not applied:
-            return tf.constant(False)
+            return False
         updated = self._is_update_step(self.groups[applied[0]])
 
         def apply_all():

@@ -22,6 +22,17 @@ def official_queue(blocks, size, dim):
     return queue
 
 
+def newest_first(bank: MemoryBank, block_size: int) -> np.ndarray:
+    """The bank's rows in the order of the official shift-down queue, for enqueues of ``block_size`` rows.
+
+    Row r is row r % block_size of the (r // block_size)-th most recent block; unwritten rows are zero.
+    """
+    rank = np.arange(bank.size)
+    block, offset = rank // block_size, rank % block_size
+    indices = (int(bank.pointer.numpy()) - block_size * (block + 1) + offset) % bank.size
+    return bank.features.numpy()[indices]
+
+
 def test_ring_buffer_matches_official_queue(rng):
     bank = MemoryBank(12, 3)
     enqueue = tf.function(bank.enqueue)
@@ -29,7 +40,7 @@ def test_ring_buffer_matches_official_queue(rng):
     for count, block in enumerate(blocks, start=1):
         assert bool(bank.is_full()) == (count > 3)
         enqueue(block)
-        np.testing.assert_array_equal(bank.newest_first(4).numpy(), official_queue(blocks[:count], 12, 3))
+        np.testing.assert_array_equal(newest_first(bank, 4), official_queue(blocks[:count], 12, 3))
         assert int(bank.filled.numpy()) == min(4 * count, 12)
     # ring order holds the last 12 rows: blocks 2, 3, 4 (block 3 overwrote the oldest rows first)
     np.testing.assert_array_equal(np.sort(bank.valid_rows().numpy(), axis=0),

@@ -123,7 +123,6 @@ def _pipeline_batch(cfg, rng):
 
 def test_official_preset_step_uses_two_banks_and_a_fixed_distribution(cfg):
     from cpsl_tf.config import load_config as load
-    from cpsl_tf.cpsl.official_model import OfficialCPSLModel
 
     rng = np.random.default_rng(2)
     official = shrink(load(None, ["cpsl.preset=official"]))
@@ -133,8 +132,8 @@ def test_official_preset_step_uses_two_banks_and_a_fixed_distribution(cfg):
     student = build_segmenter(official.model, 19)
     teacher = build_segmenter(official.model, 19, name="teacher")
     teacher.set_weights(student.get_weights())
-    model = OfficialCPSLModel(student, teacher, rng.normal(size=(19, official.model.head_channels)),
-                              np.full(19, 1 / 19, np.float32), official.cpsl)
+    model = CPSLModel(student, teacher, rng.normal(size=(19, official.model.head_channels)),
+                      np.full(19, 1 / 19, np.float32), official.cpsl)
     model.use_optimizer(build_segmentation_optimizer(official, 1e-3, 1e-2, 100, model.trainable_for_step,
                                                      1e-2))
     model.compile(optimizer=model.grouped.groups["backbone"])

@@ -8,6 +8,7 @@ import tensorflow as tf
 from cpsl_tf.cpsl.memory_bank import MemoryBank
 from cpsl_tf.cpsl.official_sl import official_two_bank_sl_loss, uniform_official_samples
 from tests.conftest import fixture_path
+from tests.cpsl.test_memory_bank import newest_first
 
 
 def channels_last(x):
@@ -38,9 +39,9 @@ def run_three_steps(step_fn_wrapper):
         expected_grad = data[f"step{k}_grad_prototypes"]
         np.testing.assert_allclose(grad.numpy(), expected_grad, rtol=1e-3,
                                    atol=1e-5 * np.abs(expected_grad).max(), err_msg=f"step {k}")
-        np.testing.assert_allclose(feature_bank.newest_first(pixels).numpy(), data[f"step{k}_queue_after"],
+        np.testing.assert_allclose(newest_first(feature_bank, pixels), data[f"step{k}_queue_after"],
                                    rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(logit_bank.newest_first(pixels).numpy(), data[f"step{k}_queue_out_after"],
+        np.testing.assert_allclose(newest_first(logit_bank, pixels), data[f"step{k}_queue_out_after"],
                                    rtol=1e-6, atol=1e-7)
     assert bool(feature_bank.is_full()) and bool(logit_bank.is_full())
 

@@ -1,4 +1,5 @@
-"""Rectification (Eq. 1), P_SL (Eq. 4) and full_to_weak against rectify_thr0.00.npz."""
+"""Rectification (Eq. 1), P_SL (Eq. 4) and the production full2weak (``views.full_to_weak``) against
+rectify_thr0.00.npz."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 from cpsl_tf.cpsl import rectify
-from cpsl_tf.cpsl.rectify import full_to_weak, self_labeling_probabilities
+from cpsl_tf.cpsl.rectify import cosine_scores, self_labeling_probabilities
+from cpsl_tf.data.views import full_to_weak
 from cpsl_tf.resize import resize_nearest
 from tests.conftest import fixture_path
 
@@ -22,11 +24,12 @@ def fixture():
     data = np.load(fixture_path("rectify_thr0.00.npz"))
     params = json.loads(str(data["weak_params"]))
     (h, w), (y1, y2, x1, x2) = params["RandomSized"], params["RandomCrop"]
-    return data, {
-        "resized_sizes": np.stack([h, w], axis=1),
-        "crop_boxes": np.stack([y1, y2, x1, x2], axis=1),
-        "flips": np.array(params["RandomHorizontallyFlip"]),
-    }
+    # The maps are at full / 4 of the official full image; the crops all have one size.
+    full_size = [4 * n for n in data["ema_feat_fullq"].shape[2:]]
+    weak_params = {"scaled_size": np.stack([h, w], axis=1), "crop_box": np.stack([y1, x1, y2, x2], axis=1),
+                   "flip": np.array(params["RandomHorizontallyFlip"], np.int32)}
+    return data, {"weak_params": weak_params, "full_size": full_size,
+                  "crop_size": [y2[0] - y1[0], x2[0] - x1[0]], "stride": 4}
 
 
 def test_full_to_weak_matches_official(fixture):
@@ -37,14 +40,15 @@ def test_full_to_weak_matches_official(fixture):
 
 def test_self_labeling_probabilities_match_official(fixture):
     data, _ = fixture
-    p_sl = self_labeling_probabilities(channels_last(data["weak_ema_feat"]), data["prototypes_ema"], 0.08)
+    scores = cosine_scores(channels_last(data["weak_ema_feat"]), data["prototypes_ema"])
+    p_sl = self_labeling_probabilities(scores, 0.08)
     np.testing.assert_allclose(p_sl.numpy(), channels_last(data["P_SL"]), rtol=1e-4, atol=1e-6)
 
 
 def test_rectified_labels_match_official(fixture):
     data, params = fixture
     weak = full_to_weak(channels_last(data["ema_feat_fullq"]), **params)
-    p_sl = self_labeling_probabilities(weak, data["prototypes_ema"], 0.08)
+    p_sl = self_labeling_probabilities(cosine_scores(weak, data["prototypes_ema"]), 0.08)
     labels = rectify(p_sl, channels_last(data["lpsoft_cropq"]), threshold=float(data["train_thred"]))
     np.testing.assert_array_equal(labels.numpy(), data["hard_label"][:, 0])
     full_native = resize_nearest(labels[..., None], data["threshold_SL"].shape[2:])

@@ -64,3 +64,19 @@ def test_same_seed_same_view_and_scale_range(rng):
                        scale_range=(0.5, 1.5))["params"]["scaled_size"].numpy() for s in range(20)]
     sizes = np.array(sizes)
     assert sizes[:, 0].min() >= 32 and sizes[:, 0].max() <= 96 and sizes[:, 0].std() > 0
+
+
+def test_full_to_weak_pads_a_scaled_image_smaller_than_the_crop(rng):
+    """full2weak where the weak crop reaches past the scaled image: the map there is zero (P_ST's padding);
+    inside, the official chain (tests/cpsl/test_rectify.py checks it against the official fixture)."""
+    from cpsl_tf.data.views import full_to_weak
+
+    full = rng.random((1, 4, 8, 3)).astype(np.float32)  # a network map of a 16x32 image
+    params = {"scaled_size": np.array([[12, 24]]), "crop_box": np.array([[-4, -8, 12, 16]]),
+              "flip": np.array([1])}
+    out = full_to_weak(full, params, (16, 32), (16, 24), 4).numpy()[0]
+    assert out.shape == (4, 6, 3)
+    inside = resize_bilinear(resize_bilinear(full, (4, 8)), (3, 6)).numpy()[0]
+    expected = np.zeros((4, 6, 3), np.float32)
+    expected[1:, 2:] = inside[:, :4]
+    np.testing.assert_array_equal(out, expected[:, ::-1])

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from cpsl_tf.config import ModelConfig
-from cpsl_tf.models.segmenter import build_segmenter, has_bn_pretrain, is_head_variable, upsample_logits
+from cpsl_tf.models.segmenter import build_segmenter, has_bn_pretrain, is_head_variable
+from cpsl_tf.resize import resize_bilinear
 
 NARROW = ModelConfig(backbone="resnet18", base_width=8, head_channels=32, aspp_rates=[2, 3])
 
@@ -74,9 +75,9 @@ def test_head_variables_are_layer5_and_bn_pretrain():
     assert all(name.startswith(("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")) for name in backbone)
 
 
-def test_upsample_logits_uses_align_corners():
+def test_logits_are_upsampled_with_align_corners():
     logits = np.arange(2 * 3, dtype=np.float32).reshape(1, 2, 3, 1)
-    up = keras.ops.convert_to_numpy(upsample_logits(logits, (3, 5), align_corners=True))[0, :, :, 0]
+    up = keras.ops.convert_to_numpy(resize_bilinear(logits, (3, 5), align_corners=True))[0, :, :, 0]
     # align_corners: output pixel d samples input coordinate d * (in - 1) / (out - 1).
     np.testing.assert_allclose(up[:, 0], [0.0, 1.5, 3.0])
     np.testing.assert_allclose(up[0], [0.0, 0.5, 1.0, 1.5, 2.0])

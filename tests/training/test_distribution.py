@@ -131,7 +131,6 @@ def _run(mode: str, out_dir: Path) -> None:
     import tensorflow as tf
 
     from cpsl_tf.cpsl.model import CPSLModel
-    from cpsl_tf.cpsl.official_model import OfficialCPSLModel
     from cpsl_tf.models.segmenter import build_segmenter
     from cpsl_tf.training.loop import run_steps
     from cpsl_tf.training.strategy import is_chief, synchronize_batch_norm
@@ -148,8 +147,7 @@ def _run(mode: str, out_dir: Path) -> None:
         student.set_weights(init)
         teacher.set_weights([w + 0.01 for w in init])
         official = cfg.cpsl.preset == "official"
-        model = (OfficialCPSLModel if official else CPSLModel)(student, teacher, prototypes, distribution,
-                                                               cfg.cpsl)
+        model = CPSLModel(student, teacher, prototypes, distribution, cfg.cpsl)
         model.use_optimizer(build_segmentation_optimizer(cfg, 1e-3, 1e-2, 100, model.trainable_for_step,
                                                          1e-2))
         model.compile(optimizer=model.grouped.groups["backbone"])
