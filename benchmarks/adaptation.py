@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cpsl_tf.labels import RARE_CLASSES, class_names  # noqa: E402
+from cpsl_tf.run_layout import RunLayout  # noqa: E402
 
 RUNS = REPO / "benchmarks" / "runs"
 RESULTS = REPO / "benchmarks" / "results"
@@ -187,7 +188,7 @@ def prepare_shared(seed: int, config: Path, extra: list[str], layout: Layout, ba
     when done)."""
     shared = layout.runs / base / f"seed{seed}"
     for stage in ("warmup", "pseudo"):
-        if not (shared / stage / "done.json").exists():
+        if not RunLayout(shared).stage(stage).done.exists():
             overrides = [f"train.seed={seed}"] + layout.overrides() + BASE_CELL[base].settings(layout) + extra
             _train(config, overrides, shared, stage, shared.with_suffix(".log"))
     return shared
@@ -244,7 +245,7 @@ def _cell_results(cell: Cell, seeds: list[int], layout: Layout) -> dict[int, dic
     folder = layout.runs / (cell.base if cell.is_base else cell.name)
     found = {}
     for seed in seeds:
-        path = folder / f"seed{seed}" / "results.json"
+        path = RunLayout(folder / f"seed{seed}").results
         if path.exists():
             stages = json.loads(path.read_text())["stages"]
             if cell.stage in stages:
@@ -326,7 +327,7 @@ def partition_curves(seeds: list[int], layout: Layout) -> dict:
     for name in PARTITION_CELLS:
         by_step: dict[int, list[dict]] = {}
         for seed in seeds:
-            path = layout.runs / name / f"seed{seed}" / "cpsl" / "eval_history.jsonl"
+            path = RunLayout(layout.runs / name / f"seed{seed}").stage("cpsl").history
             if not path.exists():
                 continue
             entries = {}

@@ -43,11 +43,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from memory import run_measured  # noqa: E402
 
 from cpsl_tf.io_utils import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
+from cpsl_tf.run_layout import STAGES, RunLayout  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 TARGET_GIB = 12.0
 CONFIGS = ("gta", "synthia")
-STAGES = ("warmup", "pseudo", "cpsl", "distill1", "distill2")
 # True sizes (height, width).
 GTA5_SIZE = (1052, 1914)
 SYNTHIA_SIZE = (760, 1280)
@@ -136,9 +136,8 @@ def config_overrides(config: str, roots: dict, scale: float, iterations: int) ->
 
 
 def pseudo_store_bytes(run_dir: Path) -> int:
-    from cpsl_tf.training.pseudo import STORE
-
-    return sum(f.stat().st_size for f in (run_dir / "pseudo" / STORE).rglob("*") if f.is_file())
+    store = RunLayout(run_dir).stage("pseudo").pseudo_store
+    return sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
 
 
 def finished(done: dict, key: str) -> bool:
@@ -160,7 +159,7 @@ def run_config(config: str, roots: dict, workdir: Path, scale: float, iterations
                 images = len(list((roots["cityscapes"] / "leftImg8bit" / "train").rglob("*.png")))
                 step["store_bytes_per_image"] = pseudo_store_bytes(run_dir) / images
             record(f"{config}/{stage}", step)
-    model = run_dir / STAGES[-1] / "model.weights.h5"
+    model = RunLayout(run_dir).stage(STAGES[-1]).model
     height, width = scaled(CITYSCAPES_SIZE, scale)
     target = ["--dataset", "cityscapes", "--root", str(roots["cityscapes"]), "--split", "val"]
     steps = {

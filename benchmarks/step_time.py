@@ -54,8 +54,9 @@ def main(argv=None) -> int:
     from cpsl_tf.data.pipeline import make_training_dataset
     from cpsl_tf.io_utils import atomic_write_json
     from cpsl_tf.models.segmenter import build_segmenter, output_size
+    from cpsl_tf.training.builders import build_segmentation_optimizer
     from cpsl_tf.training.inputs import stage_samples
-    from cpsl_tf.training.warmup import SupervisedSegmentation, build_segmentation_optimizer
+    from cpsl_tf.training.warmup import SupervisedSegmentation
 
     cfg = load_config(args.config)
     samples = stage_samples(cfg, need_val_labels=False)

@@ -15,8 +15,8 @@ import dataclasses
 from pathlib import Path
 
 from cpsl_tf.config import Config, config_from_dict, read_json, save_config
+from cpsl_tf.run_layout import CONFIG as CONFIG_NAME
 
-CONFIG_NAME = "config.json"
 _ROOT_KEYS = ("source_root", "target_root")
 
 

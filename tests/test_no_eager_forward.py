@@ -23,8 +23,8 @@ from cpsl_tf.config import load_config
 from cpsl_tf.data.pseudo_store import PseudoLabelStore
 from cpsl_tf.models.checkpoint import save_model_checkpoint
 from cpsl_tf.models.segmenter import build_segmenter
-from cpsl_tf.training import pseudo, warmup
-from cpsl_tf.training.stages import EVAL_HISTORY, RunContext
+from cpsl_tf.training import builders, pseudo, warmup
+from cpsl_tf.training.stage import RunContext
 from tests.conftest import REPO
 from tests.faults.conftest import tiny_bench, tiny_config, write_config  # noqa: F401 (tiny_bench: fixture)
 
@@ -84,8 +84,8 @@ def tiny_run(tiny_bench, tmp_path):  # noqa: F811 (the fixture imported above)
     cfg = load_config(write_config(tmp_path / "tiny.json", tiny_config(tiny_bench, {
         "warmup": {"mode": "source_only"}, "train": {"eval_every": 2}})))
     ctx = RunContext(cfg, tmp_path / "run")
-    save_model_checkpoint(build_segmenter(cfg.model, cfg.data.num_classes), ctx.model_checkpoint("warmup"),
-                          warmup.checkpoint_meta(cfg, "warmup"))
+    save_model_checkpoint(build_segmenter(cfg.model, cfg.data.num_classes), ctx.layout.stage("warmup").model,
+                          builders.checkpoint_meta(cfg, warmup.WARMUP))
     return cfg, ctx
 
 
@@ -101,9 +101,9 @@ def test_pseudo_stage_runs_the_network_compiled_and_traces_it_once(tiny_run, gua
     pseudo.run_pseudo_stage(ctx)
     (model, traces), = guard.items()
     assert traces == 1
-    store = PseudoLabelStore(ctx.run_dir / "pseudo" / pseudo.STORE)
+    store = PseudoLabelStore(ctx.layout.stage("pseudo").pseudo_store)
     height, width = cfg.data.target_size
-    assert store.shape == pseudo.output_shape(model, cfg) == (_stride8(height), _stride8(width)) == (9, 17)
+    assert store.shape == builders.output_shape(model, cfg) == (_stride8(height), _stride8(width)) == (9, 17)
     probs = store.get(store.names[0])
     assert probs.shape == (9, 17, 19)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=0.02)
@@ -115,15 +115,15 @@ def test_stage_evaluates_once_at_its_end_and_reuses_the_last_periodic_evaluation
     """warm-up of 2 steps with ``train.eval_every=2``: the periodic evaluation of step 2 is the final one."""
     cfg, ctx = tiny_run
     calls = []
-    original = warmup.evaluate_model
+    original = builders.evaluate_model
 
     def counted(*args, **kwargs):
         calls.append(args[0])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(warmup, "evaluate_model", counted)
+    monkeypatch.setattr(builders, "evaluate_model", counted)
     result = warmup.run_warmup_stage(ctx)
-    history = [json.loads(line) for line in (ctx.stage_dir("warmup") / EVAL_HISTORY).read_text().splitlines()]
+    history = [json.loads(line) for line in ctx.layout.stage("warmup").history.read_text().splitlines()]
     assert [entry["step"] for entry in history] == [2]
     assert len(calls) == 1
     assert result["miou"] == history[0]["miou"] and result["mpa"] == history[0]["mpa"]

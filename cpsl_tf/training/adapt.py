@@ -1,28 +1,34 @@
-"""Stage ``cpsl``: CPSL adaptation from the warm-up model and the pseudo-label stage's outputs."""
+"""Stage ``cpsl`` (:data:`CPSL`): CPSL adaptation from the warm-up model and the pseudo-label stage's outputs.
+
+The stage builds the :class:`~cpsl_tf.cpsl.model.CPSLModel` (student, momentum teacher, self-labeling head,
+grouped SGD) and its input stream with the soft pseudo labels, and hands them to the trainer skeleton
+(:func:`cpsl_tf.training.trainer.train_stage`); after training it saves the self-labeling head's state
+beside the network.
+"""
 
 from __future__ import annotations
 
 import logging
 
-import keras
 import numpy as np
 
 from cpsl_tf.cpsl.model import CPSLModel
 from cpsl_tf.data import datasets
 from cpsl_tf.data.pipeline import make_training_dataset
 from cpsl_tf.io_utils import atomic_path
-from cpsl_tf.models.checkpoint import save_model_checkpoint
-from cpsl_tf.training.callbacks import StageEvaluation
-from cpsl_tf.training.inputs import stage_samples
-from cpsl_tf.training.loop import fit_resumable
-from cpsl_tf.training.pseudo import load_adaptation_inputs, load_stage_model, output_shape
-from cpsl_tf.training.stages import RunContext, StageError, stage_fingerprint
+from cpsl_tf.training.builders import (
+    TARGET_MAP_STRIDE,
+    build_segmentation_optimizer,
+    load_stage_model,
+    output_shape,
+)
+from cpsl_tf.training.inputs import StageSamples
+from cpsl_tf.training.pseudo import PSEUDO, load_adaptation_inputs
+from cpsl_tf.training.stage import RunContext, Stage, StageError
 from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
-from cpsl_tf.training.warmup import build_segmentation_optimizer, checkpoint_meta, evaluate_on_target
+from cpsl_tf.training.trainer import StageTraining, train_stage
+from cpsl_tf.training.warmup import WARMUP
 
-# Target maps (P_ST, rectified labels, consistency) live at 1/4 of the crop, as in the official code.
-TARGET_MAP_STRIDE = 4
-SELF_LABELING_STATE = "self_labeling.npz"
 log = logging.getLogger(__name__)
 
 
@@ -30,8 +36,8 @@ def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLMod
     """Student and momentum network from the warm-up model, the head from the prototypes, grouped SGD.
     Call it inside :func:`cpsl_tf.training.strategy.training_scope`."""
     cfg = ctx.cfg
-    student = synchronize_batch_norm(load_stage_model(ctx, "warmup"), cfg.train.sync_batch_norm)
-    teacher = synchronize_batch_norm(load_stage_model(ctx, "warmup"), cfg.train.sync_batch_norm)
+    student = synchronize_batch_norm(load_stage_model(ctx, WARMUP), cfg.train.sync_batch_norm)
+    teacher = synchronize_batch_norm(load_stage_model(ctx, WARMUP), cfg.train.sync_batch_norm)
     model = CPSLModel(student, teacher, prototypes, class_distribution, cfg.cpsl,
                       align_corners=cfg.model.align_corners, seed=cfg.train.seed)
     t = cfg.train
@@ -83,48 +89,46 @@ def ground_truth_marginal(samples, num_classes: int) -> np.ndarray:
 
 def run_cpsl_stage(ctx: RunContext) -> dict | None:
     cfg = ctx.cfg
-    keras.utils.set_random_seed(cfg.train.seed)
-    samples = stage_samples(cfg)
-    store, distribution, prototypes = load_adaptation_inputs(ctx)
-    missing = [s.name for s in samples.target_train if s.name not in store]
-    if missing:
-        raise StageError(f"the pseudo-label store has no map for {len(missing)} target images, e.g. "
-                         f"{missing[0]!r}; re-run --stage pseudo")
-    if cfg.cpsl.marginal == "ground_truth":
-        distribution = ground_truth_marginal(samples.target_train, cfg.data.num_classes)
-    with training_scope(cfg.train):
-        model = build_cpsl_model(ctx, prototypes, distribution)
-    # The store must hold this network's output maps: an index describing another shape is refused.
-    store.expect(shape=output_shape(model.student, cfg))
 
-    def make_dataset(start_batch: int):
-        return make_training_dataset(samples.source, samples.target_train, cfg, cfg.train.seed,
-                                     pseudo_lookup=store.lookup, soft_stride=TARGET_MAP_STRIDE,
-                                     start_batch=start_batch)
+    def build(samples: StageSamples) -> StageTraining:
+        store, distribution, prototypes = load_adaptation_inputs(ctx)
+        missing = [s.name for s in samples.target_train if s.name not in store]
+        if missing:
+            raise StageError(f"the pseudo-label store has no map for {len(missing)} target images, e.g. "
+                             f"{missing[0]!r}; re-run --stage pseudo")
+        if cfg.cpsl.marginal == "ground_truth":
+            distribution = ground_truth_marginal(samples.target_train, cfg.data.num_classes)
+        with training_scope(cfg.train):
+            model = build_cpsl_model(ctx, prototypes, distribution)
+        # The store must hold this network's output maps: an index describing another shape is refused.
+        store.expect(shape=output_shape(model.student, cfg))
 
-    with_labels = all(s.label is not None for s in samples.target_val)
+        def make_dataset(start_batch: int):
+            return make_training_dataset(samples.source, samples.target_train, cfg, cfg.train.seed,
+                                         pseudo_lookup=store.lookup, soft_stride=TARGET_MAP_STRIDE,
+                                         start_batch=start_batch)
 
-    def mechanism() -> dict:
-        summary = self_labeling_summary(model)
-        return {"head_travel": summary["head_travel_median"],
-                "head_travel_max": max(summary["head_travel_degrees"]), "delta_shift": summary["delta_shift"]}
+        def mechanism() -> dict:
+            summary = self_labeling_summary(model)
+            return {"head_travel": summary["head_travel_median"],
+                    "head_travel_max": max(summary["head_travel_degrees"]),
+                    "delta_shift": summary["delta_shift"]}
 
-    # One evaluation at the end of the stage: the periodic one of the last step, if there was one.
-    evaluation = StageEvaluation(
-        lambda progress: evaluate_on_target(model.student, cfg, samples.target_val, progress=progress),
-        diagnostics=mechanism)
+        def finish() -> dict:
+            save_self_labeling_state(model, ctx.layout.stage(CPSL.name).self_labeling_state)
+            summary = self_labeling_summary(model)
+            log.info("self-labeling head: W' moved a median %.1f degrees (max %.1f); largest cosine between "
+                     "two classes %.3f; delta_pseudo moved %.3f (L1)", summary["head_travel_median"],
+                     max(summary["head_travel_degrees"]), summary["max_class_cosine"], summary["delta_shift"])
+            return {"self_labeling": summary}
 
-    state = {"cpsl_model": model, **model.grouped.groups}
-    fit_resumable(model, make_dataset, cfg.cpsl.iterations, ctx.stage_dir("cpsl"), state,
-                  cfg.train.checkpoint_every, cfg.train.eval_every,
-                  evaluation if with_labels else None, log_every=cfg.train.log_every,
-                  fingerprint=stage_fingerprint(cfg, "cpsl"))
-    save_model_checkpoint(model.student, ctx.model_checkpoint("cpsl"), checkpoint_meta(cfg, "cpsl"))
-    save_self_labeling_state(model, ctx.stage_dir("cpsl") / SELF_LABELING_STATE)
-    summary = self_labeling_summary(model)
-    log.info("self-labeling head: W' moved a median %.1f degrees (max %.1f); largest cosine between two "
-             "classes %.3f; delta_pseudo moved %.3f (L1)", summary["head_travel_median"],
-             max(summary["head_travel_degrees"]), summary["max_class_cosine"], summary["delta_shift"])
-    if not with_labels:
-        return None
-    return {**evaluation.final(), "self_labeling": summary}
+        state = {"cpsl_model": model, **model.grouped.groups}
+        return StageTraining(model, model.student, state, make_dataset, cfg.cpsl.iterations,
+                             diagnostics=mechanism, finish=finish)
+
+    return train_stage(ctx, CPSL, cfg.train.seed, build)
+
+
+# Everything of the cpsl section: the trainer is given the whole section (cpsl_tf.cpsl.model reads it in
+# train_step).
+CPSL = Stage("cpsl", needs=(WARMUP, PSEUDO), reads=("cpsl",), run=run_cpsl_stage)

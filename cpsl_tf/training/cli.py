@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 from cpsl_tf.command import run_command
-from cpsl_tf.config import Config, load_config
+from cpsl_tf.config import load_config
 from cpsl_tf.quiet import quiet_tensorflow
-from cpsl_tf.training.run_log import LOG_FORMAT, LOG_NAME, RunLog
-from cpsl_tf.training.stages import STAGES, RunContext, run_stages, stage_table
+from cpsl_tf.run_layout import STAGES, RunLayout
+from cpsl_tf.training.run_log import LOG_FORMAT, RunLog
+from cpsl_tf.training.stages import run_stages, stage_table
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,15 @@ def train(args: argparse.Namespace, arguments: list[str]) -> int:
 
     # Made before any other TensorFlow work, which MultiWorkerMirroredStrategy requires.
     strategy = make_strategy(cfg.train)
-    with RunLog(run_dir / LOG_NAME if is_chief(strategy) else None) as run_log:
+    layout = RunLayout(run_dir)
+    with RunLog(layout.train_log if is_chief(strategy) else None) as run_log:
         for line in run_header(cfg, run_dir, arguments, args.config, args.overrides, args.quick, strategy):
             log.info(line)
         results = run_stages(cfg, run_dir, only=args.stage, start=args.start, force=args.force,
                              on_locked=run_log.start)
         run_log.print(stage_table(results))
-        run_log.print(f"results: {run_dir / 'results.json'}")
-        run_log.print(next_commands(cfg, run_dir))
+        run_log.print(f"results: {layout.results}")
+        run_log.print(next_commands(layout))
     return 0
 
 
@@ -79,16 +81,14 @@ def _script(name: str) -> str:
     return path.as_posix() if relative.startswith("..") else relative
 
 
-def next_commands(cfg: Config, run_dir: Path) -> str:
+def next_commands(layout: RunLayout) -> str:
     """The commands that come after training: the run's report, and the evaluation and export of its last
     network (both read the run's settings from its folder)."""
-    run_dir = Path(run_dir)
-    commands = {"report": [_script("report.py"), str(run_dir)]}
-    ctx = RunContext(cfg, run_dir)
-    models = [ctx.model_checkpoint(stage) for stage in STAGES if ctx.model_checkpoint(stage).exists()]
+    commands = {"report": [_script("report.py"), str(layout.run_dir)]}
+    models = list(layout.final_models().values())
     if models:
         commands["evaluate"] = [_script("evaluate.py"), "--checkpoint", str(models[-1])]
         commands["export"] = [_script("export.py"), "--checkpoint", str(models[-1]), "--out",
-                              str(run_dir / "export")]
+                              str(layout.export)]
     return "next:\n" + "\n".join(f"  {what + ':':<10}python {shlex.join(command)}"
                                    for what, command in commands.items())

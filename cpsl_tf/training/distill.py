@@ -9,9 +9,14 @@ the correct one (log-probabilities in), not the official softmax-input quirk.
 
 The labels are computed on the fly from the teacher instead of being written to PNG files first: the
 same labels, without a pass over the data set and its storage.
+
+Each round is a stage (:data:`DISTILL_ROUNDS`) reading the network of the one before it; it builds its
+trainer and hands it to the trainer skeleton (:func:`cpsl_tf.training.trainer.train_stage`).
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 import tensorflow as tf
@@ -22,22 +27,20 @@ from cpsl_tf.data.pipeline import make_training_dataset
 from cpsl_tf.data.replay import replay_to_strong
 from cpsl_tf.gradients import pass_by_pass_gradients
 from cpsl_tf.labels import IGNORE_INDEX
-from cpsl_tf.models.checkpoint import load_segmenter, save_model_checkpoint
+from cpsl_tf.models.checkpoint import load_segmenter
 from cpsl_tf.resize import resize_bilinear
-from cpsl_tf.training.adapt import TARGET_MAP_STRIDE
-from cpsl_tf.training.callbacks import StageEvaluation
-from cpsl_tf.training.inputs import stage_samples
-from cpsl_tf.training.loop import fit_resumable
-from cpsl_tf.training.optim import GroupedSGD
-from cpsl_tf.training.pseudo import load_stage_model
-from cpsl_tf.training.stages import RunContext, StageError, stage_fingerprint
-from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
-from cpsl_tf.training.warmup import (
+from cpsl_tf.training.adapt import CPSL
+from cpsl_tf.training.builders import (
+    TARGET_MAP_STRIDE,
     build_segmentation_optimizer,
-    checkpoint_meta,
-    evaluate_on_target,
+    load_stage_model,
     new_segmenter,
 )
+from cpsl_tf.training.inputs import StageSamples
+from cpsl_tf.training.optim import GroupedSGD
+from cpsl_tf.training.stage import RunContext, Stage, StageError
+from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
+from cpsl_tf.training.trainer import StageTraining, train_stage
 
 
 def confident_labels(teacher: keras.Model, images, size, threshold: float, align_corners: bool,
@@ -134,33 +137,36 @@ def new_student(cfg: Config, teacher_stage_model: keras.Model) -> keras.Model:
 
 def run_distill_stage(ctx: RunContext, round_index: int) -> dict | None:
     cfg = ctx.cfg
-    stage = f"distill{round_index}"
-    previous = "cpsl" if round_index == 1 else f"distill{round_index - 1}"
-    keras.utils.set_random_seed(cfg.train.seed + round_index)
-    samples = stage_samples(cfg)
     d = cfg.distill
-    with training_scope(cfg.train):
-        teacher = load_stage_model(ctx, previous)
-        student = synchronize_batch_norm(new_student(cfg, teacher), cfg.train.sync_batch_norm)
-        grouped = build_segmentation_optimizer(cfg, d.lr, d.head_lr, d.iterations,
-                                               student.trainable_variables)
-        trainer = Distillation(student, teacher, grouped, d.threshold, d.kd_weight, cfg.model.align_corners,
-                               d.flip)
-        trainer.compile(optimizer=grouped.groups["backbone"])
+    stage = DISTILL_ROUNDS[round_index - 1]
+    previous, = stage.needs
 
-    def make_dataset(start_batch: int):
-        return make_training_dataset(samples.source, samples.target_train, cfg, cfg.train.seed + round_index,
-                                     start_batch=start_batch)
+    def build(samples: StageSamples) -> StageTraining:
+        with training_scope(cfg.train):
+            teacher = load_stage_model(ctx, previous)
+            student = synchronize_batch_norm(new_student(cfg, teacher), cfg.train.sync_batch_norm)
+            grouped = build_segmentation_optimizer(cfg, d.lr, d.head_lr, d.iterations,
+                                                   student.trainable_variables)
+            trainer = Distillation(student, teacher, grouped, d.threshold, d.kd_weight,
+                                   cfg.model.align_corners, d.flip)
+            trainer.compile(optimizer=grouped.groups["backbone"])
 
-    with_labels = all(s.label is not None for s in samples.target_val)
-    # One evaluation at the end of the stage: the periodic one of the last step, if there was one.
-    evaluation = StageEvaluation(
-        lambda progress: evaluate_on_target(student, cfg, samples.target_val, progress=progress))
+        def make_dataset(start_batch: int):
+            return make_training_dataset(samples.source, samples.target_train, cfg,
+                                         cfg.train.seed + round_index, start_batch=start_batch)
 
-    fit_resumable(trainer, make_dataset, d.iterations, ctx.stage_dir(stage), {"student": student,
-                                                                               **grouped.groups},
-                  cfg.train.checkpoint_every, cfg.train.eval_every,
-                  evaluation if with_labels else None, log_every=cfg.train.log_every,
-                  fingerprint=stage_fingerprint(cfg, stage))
-    save_model_checkpoint(student, ctx.model_checkpoint(stage), checkpoint_meta(cfg, stage))
-    return evaluation.final() if with_labels else None
+        return StageTraining(trainer, student, {"student": student, **grouped.groups}, make_dataset,
+                             d.iterations)
+
+    return train_stage(ctx, stage, cfg.train.seed + round_index, build)
+
+
+def _distill_round(round_index: int, teacher: Stage) -> Stage:
+    return Stage(f"distill{round_index}", needs=(teacher,), reads=("distill",),
+                 run=functools.partial(run_distill_stage, round_index=round_index))
+
+
+# Round 1 distils the CPSL network, round 2 the network of round 1 (distill.rounds says how many run).
+DISTILL1 = _distill_round(1, CPSL)
+DISTILL2 = _distill_round(2, DISTILL1)
+DISTILL_ROUNDS = (DISTILL1, DISTILL2)

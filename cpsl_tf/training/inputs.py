@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cpsl_tf.config import Config
 from cpsl_tf.data.datasets import DatasetError, Sample, check_pairs, list_samples, reader_for
-from cpsl_tf.training.stages import StageError
+from cpsl_tf.training.stage import StageError
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from cpsl_tf.run_layout import StageLayout
 from cpsl_tf.training.callbacks import (
     CheckpointedWeights,
     IntervalMeans,
@@ -28,7 +29,7 @@ from cpsl_tf.training.callbacks import (
     ProgressLog,
     StepCheckpoint,
 )
-from cpsl_tf.training.stages import EVAL_HISTORY, StageError
+from cpsl_tf.training.stage import StageError
 from cpsl_tf.training.strategy import is_chief, is_multi_worker
 from cpsl_tf.training.summaries import TrainingSummaries
 
@@ -97,7 +98,7 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     ``checkpoint_every`` and ``eval_every`` count calls in multiples of k (checkpoints fall between
     optimizer steps, when the accumulators are empty).
     """
-    stage_dir = Path(stage_dir)
+    stage = StageLayout(Path(stage_dir))
     k = getattr(getattr(trainer, "grouped", None), "accumulation_steps", 1)
     total_steps, checkpoint_every = k * total_steps, k * checkpoint_every
     eval_every = k * eval_every if eval_every else eval_every
@@ -110,16 +111,15 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
         tracked["stage_fingerprint"] = tf.Variable(fingerprint, trainable=False, name="stage_fingerprint")
     checkpoint = tf.train.Checkpoint(**tracked)
     weights = CheckpointedWeights(v for obj in state.values() for v in getattr(obj, "variables", ()))
-    checkpoint_dir = stage_dir / "checkpoints"
-    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, str(stage.checkpoints), max_to_keep=2)
     if manager.latest_checkpoint:
         resume(checkpoint, manager.latest_checkpoint, fingerprint, total_steps, weights)
-        log.info("resumed %s at step %d from %s", stage_dir.name, int(step), manager.latest_checkpoint)
+        log.info("resumed %s at step %d from %s", stage.name, int(step), manager.latest_checkpoint)
     optimizers = {name: obj for name, obj in state.items() if isinstance(obj, keras.Optimizer)}
-    summaries = TrainingSummaries(step, total_steps, log_every, stage_dir, optimizers) if chief else None
+    summaries = TrainingSummaries(step, total_steps, log_every, stage.folder, optimizers) if chief else None
     periodic = None
     if chief and evaluate is not None and eval_every:
-        periodic = PeriodicEvaluation(step, evaluate, eval_every, stage_dir / EVAL_HISTORY, summaries)
+        periodic = PeriodicEvaluation(step, evaluate, eval_every, stage.history, summaries)
         periodic.resume()
     remaining = total_steps - int(step)
     if remaining <= 0:
@@ -129,7 +129,7 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
         weights_changed()
     scratch = None
     if not chief:
-        scratch = stage_dir / f".worker_{strategy.cluster_resolver.task_id}_checkpoints"
+        scratch = stage.worker_checkpoints(strategy.cluster_resolver.task_id)
         manager = tf.train.CheckpointManager(checkpoint, str(scratch), max_to_keep=1)
     callbacks = [NonFiniteGuard(step), StepCheckpoint(step, manager, checkpoint_every, weights)]
     if periodic is not None:

@@ -11,7 +11,6 @@ from typing import TextIO
 
 from cpsl_tf.command import user_error_message
 
-LOG_NAME = "train.log"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Records kept until the log file opens: the start-up header and what comes before the run folder is locked.
 _EARLY_RECORDS = 10_000

@@ -22,7 +22,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from cpsl_tf.training.stages import StageError
+from cpsl_tf.run_layout import LOCK as LOCK_NAME
+from cpsl_tf.run_layout import RunLayout
+from cpsl_tf.training.stage import StageError
 
 try:
     import fcntl
@@ -30,8 +32,6 @@ except ImportError:  # not POSIX: no lock
     fcntl = None
 
 log = logging.getLogger(__name__)
-
-LOCK_NAME = ".lock"
 
 
 class RunFolderBusy(StageError):
@@ -71,7 +71,7 @@ def run_folder_lock(run_dir: str | Path, name: str = LOCK_NAME) -> Iterator[Path
     """Hold an exclusive lock on ``run_dir/name`` inside the ``with``; :class:`RunFolderBusy` (naming the
     folder and the holder's PID) when another process holds it. Never waits."""
     run_dir = Path(run_dir)
-    path = run_dir / name
+    path = RunLayout(run_dir).lock(name)
     if fcntl is None:
         log.warning("no file locking on this platform: nothing stops a second process on %s", run_dir)
         yield path

@@ -1,22 +1,23 @@
-"""The stage runner: warm-up -> pseudo labels -> CPSL -> distillation rounds, with skip and resume.
+"""The stages of a run and their runner: warm-up -> pseudo labels -> CPSL -> distillation rounds, with skip
+and resume.
 
-A run folder (``runs/<name>/``) holds the resolved config, one folder per stage and ``results.json``::
+:func:`registry` lists the stages, each declared in its own module beside the code that reads the config
+(:class:`~cpsl_tf.training.stage.Stage`: name, the stages it needs, the config it reads, its run function):
+``warmup.WARMUP``, ``pseudo.PSEUDO``, ``adapt.CPSL``, ``distill.DISTILL_ROUNDS``. Their folders and files
+are :mod:`cpsl_tf.run_layout`'s.
 
-    {"stages": {"warmup": {"miou": .., "mpa": .., "pa": .., "iou": [..], "acc": [..], "seconds": ..}}}
-
-A stage that finished writes ``<stage>/done.json`` with the fingerprint of the config it depends on (the
-sections and single keys it and the stages before it read, ``stage_dependencies``), the identity of the
-outputs of the stages it read (``STAGE_INPUTS``) and a new identity of its own outputs. It is skipped while
-that fingerprint and those identities match and its outputs exist, and re-run when the config changed or
-a stage it reads ran again. A stage that was interrupted resumes from its last checkpoint when rerun with
-the same config; checkpoints of another config are set aside, never resumed. A damaged ``done.json`` or
-``results.json`` is moved aside with a warning and the stages it vouched for run again.
+A stage that finished writes ``<stage>/done.json`` with its config fingerprint (of what it and the stages it
+needs read), the identity of the outputs of the stages it needs and a new identity of its own outputs. It is
+skipped while that fingerprint and those identities match and its outputs exist, and re-run when the config
+changed or a stage it needs ran again. A stage that was interrupted resumes from its last checkpoint when
+rerun with the same config; checkpoints of another config are set aside, never resumed. A damaged
+``done.json`` or ``results.json`` is moved aside with a warning and the stages it vouched for run again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import json
 import logging
 import re
@@ -24,109 +25,40 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from cpsl_tf.command import UserError
-from cpsl_tf.config import Config, to_dict
+from cpsl_tf.config import Config
 from cpsl_tf.io_utils import atomic_write_json
 from cpsl_tf.run_config import write_run_config
+from cpsl_tf.run_layout import (
+    STAGES,
+    TRAIN_HISTORY,  # noqa: F401 (report.py reads it here until it uses RunLayout)
+    RunLayout,
+    StageLayout,
+    configured_stages,
+)
+from cpsl_tf.training.leftovers import remove_leftovers
+from cpsl_tf.training.runlock import lock_name, run_folder_lock
+from cpsl_tf.training.stage import RunContext, Stage, StageError
 
 log = logging.getLogger(__name__)
 
-STAGES = ("warmup", "pseudo", "cpsl", "distill1", "distill2")
-# A training stage's periodic target-val evaluations, one JSON object per line; its training numbers every
-# train.log_every steps, likewise; its TensorBoard logs (cpsl_tf.training.summaries).
-EVAL_HISTORY = "eval_history.jsonl"
-TRAIN_HISTORY = "train_history.jsonl"
-TENSORBOARD = "tensorboard"
 
-# What each stage's outputs depend on besides what the stages before it depend on: whole config sections,
-# and single keys ("section.key") that a stage reads outside those sections.
-_STAGE_SECTIONS = {
-    "warmup": ("data", "model", "train", "warmup"),
-    "pseudo": (),
-    "cpsl": ("cpsl",),
-    "distill1": ("distill",),
-    "distill2": ("distill",),
-}
-_STAGE_KEYS = {
-    # Every stage that reports scores evaluates on eval.split (+ report_subsets).
-    "warmup": ("eval.split", "eval.report_subsets"),
-    # The prototypes of Eq. 7 (paper) or the official running means.
-    "pseudo": ("cpsl.prototype_mode",),
-}
-# Keys the stages read that leave their outputs as they are: how often to checkpoint, evaluate and log,
-# where runs go, the batch of inference-mode passes (each image on its own), the name in checkpoint metadata.
-# They are left out of the fingerprints, so changing them neither re-runs a stage nor sets checkpoints aside.
-NOT_FINGERPRINTED = ("train.checkpoint_every", "train.eval_every", "train.log_every", "train.run_dir",
-                     "eval.batch_size", "name")
-# The stages whose outputs a stage reads: when one of them runs again, the stage is stale.
-STAGE_INPUTS = {
-    "warmup": (),
-    "pseudo": ("warmup",),
-    "cpsl": ("warmup", "pseudo"),
-    "distill1": ("cpsl",),
-    "distill2": ("distill1",),
-}
-# What a finished stage leaves, relative to its folder (the pseudo stage's store and prototypes, the others'
-# network and its sidecar).
-_PSEUDO_OUTPUTS = ("soft/index.json", "prototypes.npy")
-_MODEL_OUTPUTS = ("model.weights.h5", "model.json")
+@functools.cache
+def registry() -> dict[str, Stage]:
+    """Every stage by name, in run order (``run_layout.STAGES``). The stage modules are imported on first
+    use: they import TensorFlow, which ``train.py`` configures first (:mod:`cpsl_tf.quiet`)."""
+    from cpsl_tf.training.adapt import CPSL
+    from cpsl_tf.training.distill import DISTILL_ROUNDS
+    from cpsl_tf.training.pseudo import PSEUDO
+    from cpsl_tf.training.warmup import WARMUP
 
-
-class StageError(UserError, RuntimeError):
-    """A stage cannot run (missing inputs, bad data); the message says what to do."""
-
-
-@dataclass
-class RunContext:
-    cfg: Config
-    run_dir: Path
-
-    def stage_dir(self, stage: str) -> Path:
-        path = self.run_dir / stage
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def model_checkpoint(self, stage: str) -> Path:
-        """The final network of a stage (``.weights.h5`` + sidecar JSON)."""
-        return self.run_dir / stage / "model.weights.h5"
-
-    def outputs(self, stage: str) -> list[Path]:
-        """The files a finished stage leaves for the stages after it."""
-        names = _PSEUDO_OUTPUTS if stage == "pseudo" else _MODEL_OUTPUTS
-        return [self.run_dir / stage / name for name in names]
-
-
-def _value(raw: dict, key: str):
-    for part in key.split("."):
-        raw = raw[part]
-    return raw
-
-
-def stage_dependencies(stage: str) -> tuple[str, ...]:
-    """The config sections and single dotted keys that ``stage`` and every stage before it depend on (a
-    key inside a listed section is not listed again)."""
-    upto = STAGES[: STAGES.index(stage) + 1]
-    sections = [s for st in upto for s in _STAGE_SECTIONS[st]]
-    keys = [k for st in upto for k in _STAGE_KEYS.get(st, ()) if k.split(".")[0] not in sections]
-    return tuple(dict.fromkeys(sections + keys))
+    return {stage.name: stage for stage in (WARMUP, PSEUDO, CPSL, *DISTILL_ROUNDS)}
 
 
 def stage_fingerprint(cfg: Config, stage: str) -> str:
-    """Hash of the config sections and keys that ``stage`` and every stage before it depend on."""
-    raw = to_dict(cfg)
-    covered = {entry: _value(raw, entry) for entry in stage_dependencies(stage)}
-    for volatile in NOT_FINGERPRINTED:
-        section, _, key = volatile.rpartition(".")
-        covered.get(section, {}).pop(key, None)
-    if "bench" in (cfg.data.source, cfg.data.target):
-        from cpsl_tf.benchmark.generate import GENERATOR_VERSION
-
-        # A new generator draws other images from the same settings: earlier outputs are stale.
-        covered["benchmark_generator"] = GENERATOR_VERSION
-    return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of the config that ``stage`` and every stage it needs read (:meth:`Stage.fingerprint`)."""
+    return registry()[stage].fingerprint(cfg)
 
 
 def read_marker(path: Path, consequence: str, required: dict[str, type] | None = None) -> dict | None:
@@ -151,14 +83,15 @@ def read_marker(path: Path, consequence: str, required: dict[str, type] | None =
 
 
 def _done_marker(ctx: RunContext, stage: str) -> dict | None:
-    return read_marker(ctx.run_dir / stage / "done.json", f"stage {stage} runs again",
+    return read_marker(ctx.layout.stage(stage).done, f"stage {stage} runs again",
                        required={"fingerprint": str})
 
 
 def input_identities(ctx: RunContext, stage: str) -> dict:
-    """The output identities of the stages ``stage`` reads, as their ``done.json`` records them (None for
+    """The output identities of the stages ``stage`` needs, as their ``done.json`` records them (None for
     one that has not finished, or finished before identities were recorded)."""
-    return {upstream: (_done_marker(ctx, upstream) or {}).get("output") for upstream in STAGE_INPUTS[stage]}
+    return {needed.name: (_done_marker(ctx, needed.name) or {}).get("output")
+            for needed in registry()[stage].needs}
 
 
 def is_done(ctx: RunContext, stage: str) -> bool:
@@ -167,7 +100,7 @@ def is_done(ctx: RunContext, stage: str) -> bool:
     marker = _done_marker(ctx, stage)
     if marker is None or marker["fingerprint"] != stage_fingerprint(ctx.cfg, stage):
         return False
-    missing = [str(path) for path in ctx.outputs(stage) if not path.exists()]
+    missing = [str(path) for path in ctx.layout.stage(stage).outputs if not path.exists()]
     if missing:
         log.warning("stage %s finished earlier, but %s is missing: it runs again", stage,
                     " and ".join(missing))
@@ -179,43 +112,42 @@ def is_done(ctx: RunContext, stage: str) -> bool:
         return False
     if marker.get("scored") and stage not in read_results(ctx.run_dir)["stages"]:
         log.warning("stage %s finished earlier, but its scores are missing from %s: it runs again", stage,
-                    ctx.run_dir / "results.json")
+                    ctx.layout.results)
         return False
     return True
 
 
-def _started_marker(stage_dir: Path) -> dict | None:
+def _started_marker(stage: StageLayout) -> dict | None:
     """What ``started.json`` (or, before it existed, ``done.json``) recorded of the run that wrote the
     stage's checkpoints."""
     consequence = "the stage's checkpoints are checked against their own fingerprint only"
-    for name in ("started.json", "done.json"):
-        marker = read_marker(stage_dir / name, consequence, required={"fingerprint": str})
+    for path in (stage.started, stage.done):
+        marker = read_marker(path, consequence, required={"fingerprint": str})
         if marker is not None:
             return marker
     return None
 
 
-def _move_aside(stage_dir: Path, suffix: str) -> Path:
+def _move_aside(stage: StageLayout, suffix: str) -> Path:
     """Move the training checkpoints, the evaluation and training histories and the TensorBoard logs of a
-    stage to ``checkpoints-<suffix>/``, ``eval_history-<suffix>.jsonl``, ``train_history-<suffix>.jsonl`` and
-    ``tensorboard-<suffix>/`` (replacing older copies); returns the checkpoints' new place."""
-    for folder in ("checkpoints", TENSORBOARD):
-        shutil.rmtree(stage_dir / f"{folder}-{suffix}", ignore_errors=True)
+    stage to their set-aside places (:meth:`StageLayout.set_aside`, replacing older copies); returns the
+    checkpoints' new place."""
+    places = stage.set_aside(suffix)
+    for place, aside in places.items():
+        if place in (stage.checkpoints, stage.tensorboard):
+            shutil.rmtree(aside, ignore_errors=True)
         # Another worker of a multi-worker run may have moved them first.
         with contextlib.suppress(FileNotFoundError):
-            (stage_dir / folder).rename(stage_dir / f"{folder}-{suffix}")
-    for history in (EVAL_HISTORY, TRAIN_HISTORY):
-        with contextlib.suppress(FileNotFoundError):
-            (stage_dir / history).replace(stage_dir / f"{Path(history).stem}-{suffix}.jsonl")
-    return stage_dir / f"checkpoints-{suffix}"
+            place.replace(aside)
+    return places[stage.checkpoints]
 
 
 def set_aside_checkpoints(ctx: RunContext, stage: str, suffix: str) -> None:
     """Move a stage's training checkpoints to ``checkpoints-<suffix>/`` (replacing an older copy), and its
     evaluation history beside them, so the stage trains afresh without deleting them (``--from`` and
     ``--force``)."""
-    if (ctx.run_dir / stage / "checkpoints").exists():
-        aside = _move_aside(ctx.run_dir / stage, suffix)
+    if ctx.layout.stage(stage).checkpoints.exists():
+        aside = _move_aside(ctx.layout.stage(stage), suffix)
         log.info("stage %s: earlier checkpoints moved to %s; training afresh", stage, aside)
 
 
@@ -229,29 +161,30 @@ def set_aside_foreign_checkpoints(ctx: RunContext, stage: str) -> None:
     ``started.json`` records this start. The checkpoints also carry the fingerprint themselves
     (:func:`cpsl_tf.training.loop.fit_resumable` checks it).
     """
-    stage_dir = ctx.stage_dir(stage)
+    ctx.stage_dir(stage)
+    layout = ctx.layout.stage(stage)
     fingerprint = stage_fingerprint(ctx.cfg, stage)
     inputs = input_identities(ctx, stage)
-    checkpoints = stage_dir / "checkpoints"
-    recorded = _started_marker(stage_dir) if checkpoints.exists() else None
+    checkpoints = layout.checkpoints
+    recorded = _started_marker(layout) if checkpoints.exists() else None
     if recorded is not None:
         recorded_fingerprint = recorded["fingerprint"]
         if recorded_fingerprint != fingerprint:
-            aside = _move_aside(stage_dir, recorded_fingerprint)
+            aside = _move_aside(layout, recorded_fingerprint)
             log.warning("stage %s: the checkpoints in %s were written by another config (fingerprint %s, "
                         "this config %s); moved to %s, the stage starts afresh", stage, checkpoints,
                         recorded_fingerprint, fingerprint, aside)
         elif recorded.get("inputs", inputs) != inputs:
-            aside = _move_aside(stage_dir, "previous")
+            aside = _move_aside(layout, "previous")
             log.warning("stage %s: the checkpoints in %s were trained on outputs of stage %s from before it "
                         "ran again; moved to %s, the stage starts afresh", stage, checkpoints,
-                        ", ".join(STAGE_INPUTS[stage]), aside)
-    atomic_write_json(stage_dir / "started.json", {"fingerprint": fingerprint, "inputs": inputs})
+                        ", ".join(inputs), aside)
+    atomic_write_json(layout.started, {"fingerprint": fingerprint, "inputs": inputs})
 
 
 def read_results(run_dir: Path) -> dict:
     """``results.json``; a damaged one is moved aside (the stages whose scores it held run again)."""
-    results = read_marker(run_dir / "results.json", "the stages whose scores it held run again",
+    results = read_marker(RunLayout(run_dir).results, "the stages whose scores it held run again",
                           required={"stages": dict})
     return results if results is not None else {"stages": {}}
 
@@ -259,26 +192,11 @@ def read_results(run_dir: Path) -> dict:
 def record_result(run_dir: Path, stage: str, result: dict) -> None:
     results = read_results(run_dir)
     results["stages"][stage] = result
-    atomic_write_json(run_dir / "results.json", results)
+    atomic_write_json(RunLayout(run_dir).results, results)
 
 
 def _run_stage(ctx: RunContext, stage: str) -> dict | None:
-    # Imported on use: each stage pulls in its own part of the package.
-    if stage == "warmup":
-        from cpsl_tf.training.warmup import run_warmup_stage
-
-        return run_warmup_stage(ctx)
-    if stage == "pseudo":
-        from cpsl_tf.training.pseudo import run_pseudo_stage
-
-        return run_pseudo_stage(ctx)
-    if stage == "cpsl":
-        from cpsl_tf.training.adapt import run_cpsl_stage
-
-        return run_cpsl_stage(ctx)
-    from cpsl_tf.training.distill import run_distill_stage
-
-    return run_distill_stage(ctx, round_index=int(stage[-1]))
+    return registry()[stage].run(ctx)
 
 
 def known_failure(err: Exception) -> str | None:
@@ -307,7 +225,7 @@ def selected_stages(cfg: Config, only: str | None = None, start: str | None = No
     for name in (only, start):
         if name is not None and name not in STAGES:
             raise StageError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
-    stages = [s for s in STAGES if not s.startswith("distill") or int(s[-1]) <= cfg.distill.rounds]
+    stages = configured_stages(cfg)
     if only is not None:
         return [only]
     if start is not None:
@@ -320,8 +238,6 @@ def run_stages(cfg: Config, run_dir: Path, only: str | None = None, start: str |
     """Run the selected stages in order; finished stages with a matching fingerprint are skipped. The run
     folder is locked for the whole call: a second process on it gets ``RunFolderBusy`` (``runlock``).
     ``on_locked`` is called once the lock is taken, before anything else in the folder is touched."""
-    from cpsl_tf.training.runlock import lock_name, run_folder_lock
-
     ctx = RunContext(cfg=cfg, run_dir=Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     with run_folder_lock(ctx.run_dir, lock_name(cfg.train.strategy)):
@@ -333,8 +249,6 @@ def run_stages(cfg: Config, run_dir: Path, only: str | None = None, start: str |
 
 def _run_selected(ctx: RunContext, only: str | None, start: str | None, force: bool,
                   locked_at: float) -> dict:
-    from cpsl_tf.training.leftovers import remove_leftovers
-
     cfg = ctx.cfg
     remove_leftovers(ctx.run_dir, locked_at, recursive=False)
     write_run_config(cfg, ctx.run_dir)
@@ -360,7 +274,7 @@ def _run_selected(ctx: RunContext, only: str | None, start: str | None, force: b
         seconds = time.time() - begin
         if result is not None:
             record_result(ctx.run_dir, stage, dict(result, seconds=seconds))
-        atomic_write_json(ctx.run_dir / stage / "done.json", {
+        atomic_write_json(ctx.layout.stage(stage).done, {
             "fingerprint": stage_fingerprint(cfg, stage), "inputs": inputs, "output": secrets.token_hex(8),
             "scored": result is not None, "seconds": seconds})
         log.info("stage %s: done in %.0f s", stage, seconds)

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from cpsl_tf.labels import class_names
-from cpsl_tf.training.stages import TENSORBOARD, TRAIN_HISTORY
+from cpsl_tf.run_layout import StageLayout
 
 
 def evaluation_scalars(scores: dict) -> dict[str, float]:
@@ -53,13 +53,13 @@ class TrainingSummaries(keras.callbacks.Callback):
         self.step = step
         self.total = total
         self.every = every
-        self.stage_dir = Path(stage_dir)
+        self.stage = StageLayout(Path(stage_dir))
         self.optimizers = optimizers
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
 
     def _write(self, kind: str, step: int, scalars: dict[str, float]) -> None:
         if kind not in self._writers:
-            self._writers[kind] = tf.summary.create_file_writer(str(self.stage_dir / TENSORBOARD / kind))
+            self._writers[kind] = tf.summary.create_file_writer(str(self.stage.tensorboard / kind))
         with self._writers[kind].as_default(step=step):
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value)
@@ -73,7 +73,7 @@ class TrainingSummaries(keras.callbacks.Callback):
         self._write("train", step, {**{f"train/{name}": value for name, value in numbers.items()},
                                     **{f"learning_rate/{name}": rate for name, rate in rates.items()}})
         entry = {"step": step, **numbers, "learning_rate": rates}
-        with open(self.stage_dir / TRAIN_HISTORY, "a") as history:
+        with open(self.stage.train_history, "a") as history:
             history.write(json.dumps(entry) + "\n")
 
     def evaluation(self, step: int, scores: dict) -> None:

@@ -5,6 +5,9 @@ variant follows the official code (docs/official-code.md section 1.0): the gener
 on logits upsampled to the crop plus ``adversarial_weight`` x the LS-GAN loss asking the discriminator to
 take the softmax of the upsampled target output for source (label 0); the discriminator is trained with
 MSE(D(src), 0) + MSE(D(tgt), 1) by Adam (betas 0.9, 0.99) with a poly schedule.
+
+The stage (:data:`WARMUP`) builds one of them and hands it to the trainer skeleton
+(:func:`cpsl_tf.training.trainer.train_stage`).
 """
 
 from __future__ import annotations
@@ -12,25 +15,18 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from cpsl_tf.config import Config
-from cpsl_tf.cpsl.head import SELF_LABELING_PREFIX
 from cpsl_tf.cpsl.losses import segmentation_cross_entropy
 from cpsl_tf.data.pipeline import make_training_dataset
-from cpsl_tf.evaluation.evaluate import evaluate_model
 from cpsl_tf.gradients import pass_by_pass_gradients
-from cpsl_tf.labels import class_names
-from cpsl_tf.models.checkpoint import save_model_checkpoint
 from cpsl_tf.models.discriminator import build_discriminator
-from cpsl_tf.models.resnet import load_imagenet_backbone
-from cpsl_tf.models.segmenter import build_segmenter, is_head_variable
 from cpsl_tf.resize import resize_bilinear
-from cpsl_tf.training.callbacks import StageEvaluation
-from cpsl_tf.training.inputs import stage_samples
-from cpsl_tf.training.loop import fit_resumable
-from cpsl_tf.training.optim import GroupedSGD, make_sgd
+from cpsl_tf.training.builders import build_segmentation_optimizer, new_segmenter
+from cpsl_tf.training.inputs import StageSamples
+from cpsl_tf.training.optim import GroupedSGD
 from cpsl_tf.training.schedule import PolyDecay
-from cpsl_tf.training.stages import RunContext, StageError, stage_fingerprint
+from cpsl_tf.training.stage import RunContext, Stage
 from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
+from cpsl_tf.training.trainer import StageTraining, train_stage
 
 
 def _replicas():
@@ -129,103 +125,46 @@ class AdversarialWarmup(SupervisedSegmentation):
 # The stage
 
 
-def build_segmentation_optimizer(cfg: Config, lr: float, head_lr: float, total_steps: int,
-                                 variables, self_labeling_lr: float | None = None) -> GroupedSGD:
-    """SGD groups of the official code: backbone at ``lr``, segmentation head at ``head_lr`` and, for CPSL,
-    the self-labeling head's W at ``self_labeling_lr``; coupled weight decay on all of them; gradient
-    accumulation and float16 loss scaling from ``cfg.train``."""
-    t = cfg.train
-    k = t.gradient_accumulation_steps
-    groups = {"backbone": make_sgd(lr, total_steps, t.momentum, t.poly_power, "sgd_backbone", k),
-              "head": make_sgd(head_lr, total_steps, t.momentum, t.poly_power, "sgd_head", k)}
-    if self_labeling_lr is not None:
-        groups["self_labeling"] = make_sgd(self_labeling_lr, total_steps, t.momentum, t.poly_power,
-                                           "sgd_self_labeling", k)
-
-    def assign(variable) -> str:
-        if variable.path.startswith(SELF_LABELING_PREFIX):
-            return "self_labeling"
-        return "head" if is_head_variable(variable) else "backbone"
-
-    grouped = GroupedSGD(groups, assign, weight_decay=t.weight_decay,
-                         loss_scaling=t.mixed_precision == "mixed_float16")
-    grouped.build(variables)
-    return grouped
-
-
-def new_segmenter(cfg: Config) -> keras.Model:
-    """A segmenter for the config, with the ImageNet backbone when ``model.imagenet_weights`` is set."""
-    segmenter = build_segmenter(cfg.model, cfg.data.num_classes)
-    if cfg.model.imagenet_weights:
-        try:
-            load_imagenet_backbone(segmenter, cfg.model.backbone)
-        except Exception as err:  # download or file problems surface with the fix in the message
-            raise StageError(
-                f"could not load ImageNet weights for model.backbone={cfg.model.backbone}: {err}. They are "
-                "downloaded by keras.applications on first use (~/.keras/models); without internet copy the "
-                "file there, or run with --set model.imagenet_weights=false") from err
-    return segmenter
-
-
-def checkpoint_meta(cfg: Config, stage: str) -> dict:
-    """The sidecar of a stage's network; ``fingerprint`` lets the stages that load it check it was trained
-    under their config; ``input_size`` (H, W) feeds it in evaluate and predict away from its run folder."""
-    return {"model": cfg.model, "num_classes": cfg.data.num_classes,
-            "class_names": list(class_names(cfg.data.num_classes)), "stage": stage, "config": cfg.name,
-            "fingerprint": stage_fingerprint(cfg, stage), "input_size": list(cfg.data.target_size)}
-
-
-def evaluate_on_target(segmenter: keras.Model, cfg: Config, samples, progress: bool | None = None) -> dict:
-    """Target-val scores in the shape of ``results.json`` (fractions; per-class lists)."""
-    result = evaluate_model(segmenter, samples, cfg.data.num_classes, image_size=cfg.data.target_size,
-                            batch_size=cfg.eval.batch_size, align_corners=cfg.model.align_corners,
-                            subsets=cfg.eval.report_subsets or None,
-                            class_names=class_names(cfg.data.num_classes), progress=progress)
-    return {"miou": result["miou"], "mpa": result["mpa"], "pa": result["pa"],
-            "iou": [c["iou"] for c in result["classes"]], "acc": [c["acc"] for c in result["classes"]],
-            **({"subsets": result["subsets"]} if result.get("subsets") else {})}
-
-
-def run_warmup_stage(ctx: RunContext) -> dict:
+def run_warmup_stage(ctx: RunContext) -> dict | None:
     """Train the warm-up model (source-only or adversarial), save it, and evaluate it on target val."""
     cfg = ctx.cfg
-    stage_dir = ctx.stage_dir("warmup")
-    samples = stage_samples(cfg)
-    keras.utils.set_random_seed(cfg.train.seed)
     w = cfg.warmup
-    with training_scope(cfg.train):
-        segmenter = synchronize_batch_norm(new_segmenter(cfg), cfg.train.sync_batch_norm)
-        # The official warm-up trains the head at 10x the backbone's learning rate.
-        grouped = build_segmentation_optimizer(cfg, w.lr, 10 * w.lr, w.iterations,
-                                               segmenter.trainable_variables)
-        state = {"segmenter": segmenter, **grouped.groups}
-        if w.mode == "source_only":
-            trainer = SupervisedSegmentation(segmenter, grouped, cfg.model.align_corners)
-            target = None
-        else:
-            discriminator = build_discriminator(cfg.data.num_classes)
-            disc_schedule = PolyDecay(w.discriminator_lr, w.iterations, cfg.train.poly_power)
-            disc_optimizer = keras.optimizers.Adam(disc_schedule, beta_1=0.9, beta_2=0.99,
-                                                   name="adam_discriminator")
-            disc_optimizer.build(discriminator.trainable_variables)
-            trainer = AdversarialWarmup(segmenter, discriminator, grouped, disc_optimizer,
-                                        w.adversarial_weight, cfg.model.align_corners)
-            state.update(discriminator=discriminator, adam_discriminator=disc_optimizer)
-            target = samples.target_train
-        trainer.compile(optimizer=grouped.groups["backbone"])
 
-    def make_dataset(start_batch: int):
-        # The adversarial warm-up (AdaptSegNet) sees the target images as they are: no CutMix.
-        return make_training_dataset(samples.source, target, cfg, cfg.train.seed, start_batch=start_batch,
-                                     cutmix_prob=0.0)
+    def build(samples: StageSamples) -> StageTraining:
+        with training_scope(cfg.train):
+            segmenter = synchronize_batch_norm(new_segmenter(cfg), cfg.train.sync_batch_norm)
+            # The official warm-up trains the head at 10x the backbone's learning rate.
+            grouped = build_segmentation_optimizer(cfg, w.lr, 10 * w.lr, w.iterations,
+                                                   segmenter.trainable_variables)
+            state = {"segmenter": segmenter, **grouped.groups}
+            if w.mode == "source_only":
+                trainer = SupervisedSegmentation(segmenter, grouped, cfg.model.align_corners)
+                target = None
+            else:
+                discriminator = build_discriminator(cfg.data.num_classes)
+                disc_schedule = PolyDecay(w.discriminator_lr, w.iterations, cfg.train.poly_power)
+                disc_optimizer = keras.optimizers.Adam(disc_schedule, beta_1=0.9, beta_2=0.99,
+                                                       name="adam_discriminator")
+                disc_optimizer.build(discriminator.trainable_variables)
+                trainer = AdversarialWarmup(segmenter, discriminator, grouped, disc_optimizer,
+                                            w.adversarial_weight, cfg.model.align_corners)
+                state.update(discriminator=discriminator, adam_discriminator=disc_optimizer)
+                target = samples.target_train
+            trainer.compile(optimizer=grouped.groups["backbone"])
 
-    with_labels = all(s.label is not None for s in samples.target_val)
-    # One evaluation at the end of the stage: the periodic one of the last step, if there was one.
-    evaluation = StageEvaluation(
-        lambda progress: evaluate_on_target(segmenter, cfg, samples.target_val, progress=progress))
+        def make_dataset(start_batch: int):
+            # The adversarial warm-up (AdaptSegNet) sees the target images as they are: no CutMix.
+            return make_training_dataset(samples.source, target, cfg, cfg.train.seed, start_batch=start_batch,
+                                         cutmix_prob=0.0)
 
-    fit_resumable(trainer, make_dataset, w.iterations, stage_dir, state, cfg.train.checkpoint_every,
-                  cfg.train.eval_every, evaluation if with_labels else None,
-                  log_every=cfg.train.log_every, fingerprint=stage_fingerprint(cfg, "warmup"))
-    save_model_checkpoint(segmenter, ctx.model_checkpoint("warmup"), checkpoint_meta(cfg, "warmup"))
-    return evaluation.final() if with_labels else None
+        return StageTraining(trainer, segmenter, state, make_dataset, w.iterations)
+
+    return train_stage(ctx, WARMUP, cfg.train.seed, build)
+
+
+# The warm-up reads the data, the network, the training settings and its own section; every stage that
+# reports scores evaluates on eval.split (+ report_subsets), so those are the warm-up's and every later
+# stage's.
+WARMUP = Stage("warmup", needs=(),
+               reads=("data", "model", "train", "warmup", "eval.split", "eval.report_subsets"),
+               run=run_warmup_stage)

@@ -27,7 +27,7 @@ def stand_in(monkeypatch) -> list[str]:
     ran = []
 
     def run(ctx, stage):
-        for path in ctx.outputs(stage):
+        for path in ctx.layout.stage(stage).outputs:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
         ran.append(stage)

@@ -1,6 +1,7 @@
 """Stage fingerprints cover every config key a stage reads (issue 13).
 
-The declaration in ``cpsl_tf.training.stages`` (sections and single keys per stage) is tested both ways:
+Each stage's declaration (``Stage.reads``: sections and single keys, beside the stage's code) is tested both
+ways:
 changing any key a stage is declared to read re-runs that stage and the later ones, and nothing earlier;
 and running each stage's setup on a config that records attribute reads finds no read left undeclared.
 """
@@ -13,16 +14,11 @@ import typing
 import pytest
 
 from cpsl_tf.config import Config, load_config, shrink
+from cpsl_tf.run_layout import STAGES
+from cpsl_tf.training import stage as stage_module
 from cpsl_tf.training import stages
-from cpsl_tf.training.stages import (
-    NOT_FINGERPRINTED,
-    STAGES,
-    RunContext,
-    is_done,
-    run_stages,
-    stage_dependencies,
-    stage_fingerprint,
-)
+from cpsl_tf.training.stage import NOT_FINGERPRINTED, RunContext
+from cpsl_tf.training.stages import is_done, registry, run_stages, stage_fingerprint
 from tests.conftest import REPO
 
 BENCH = REPO / "configs" / "bench.json"
@@ -82,22 +78,30 @@ def _with(cfg, key: str, value):
     return dataclasses.replace(cfg, **{head: _with(getattr(cfg, head), rest, value)})
 
 
+def _sections(stage: str) -> list[str]:
+    return [entry for entry in registry()[stage].reads if "." not in entry]
+
+
+def _single_keys(stage: str) -> list[str]:
+    return [entry for entry in registry()[stage].reads if "." in entry]
+
+
 def _declared() -> list[tuple[str, str]]:
     """(stage, key) for every key each stage is declared to read: each leaf of its sections (but the
     volatile ones) and each of its single keys."""
     pairs = []
     for stage in STAGES:
-        for section in stages._STAGE_SECTIONS[stage]:
+        for section in _sections(stage):
             cls = typing.get_type_hints(Config)[section]
             pairs += [(stage, k) for k in _leaf_keys(cls, f"{section}.") if k not in NOT_FINGERPRINTED]
-        pairs += [(stage, k) for k in stages._STAGE_KEYS.get(stage, ())]
+        pairs += [(stage, k) for k in _single_keys(stage)]
     return pairs
 
 
 def _first_reader(key: str) -> int:
     """Index of the first stage declared to read ``key`` (in one of its sections, or as a single key)."""
     for index, stage in enumerate(STAGES):
-        if key.split(".")[0] in stages._STAGE_SECTIONS[stage] or key in stages._STAGE_KEYS.get(stage, ()):
+        if key.split(".")[0] in _sections(stage) or key in _single_keys(stage):
             return index
     raise AssertionError(f"no stage reads {key}")
 
@@ -112,7 +116,7 @@ def _run_all(cfg, run_dir, monkeypatch, **selection) -> list[str]:
     ran = []
 
     def stand_in(ctx, stage):
-        for path in ctx.outputs(stage):
+        for path in ctx.layout.stage(stage).outputs:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
         ran.append(stage)
@@ -188,7 +192,7 @@ def test_rerunning_one_stage_reruns_the_stages_that_read_its_outputs(bench_cfg, 
     assert _run_all(bench_cfg, tmp_path, monkeypatch, only=stage, force=True) == [stage]
     later = list(STAGES[STAGES.index(stage) + 1:])
     # Each stage reading its outputs is stale at once; the stages after those, once those have run again.
-    readers = [s for s in later if stage in stages.STAGE_INPUTS[s]]
+    readers = [s for s in later if stage in [needed.name for needed in registry()[s].needs]]
     assert [s for s in STAGES if not is_done(RunContext(bench_cfg, tmp_path), s)] == readers
     assert _run_all(bench_cfg, tmp_path, monkeypatch) == later
     assert _run_all(bench_cfg, tmp_path, monkeypatch) == []
@@ -250,7 +254,8 @@ def test_every_key_a_stage_reads_is_in_its_fingerprint(tiny_adversarial, tmp_pat
     stage reads must be covered by its fingerprint or be one of ``NOT_FINGERPRINTED``. Reads inside
     ``train_step`` are not seen: the trainers get plain values or, for CPSL, the ``cpsl`` section, which its
     fingerprint covers whole."""
-    from cpsl_tf.training import adapt, distill, warmup
+    from cpsl_tf.training import builders
+    from cpsl_tf.training import trainer as stage_trainer
 
     reads = _Reads()
     cfg = _recording(tiny_adversarial, "", reads)
@@ -269,12 +274,11 @@ def test_every_key_a_stage_reads_is_in_its_fingerprint(tiny_adversarial, tmp_pat
         return 0
 
     # The fingerprint hashes the whole config; its reads are not the stage's.
-    monkeypatch.setattr(stages, "to_dict", without_recording(stages.to_dict))
-    for module in (warmup, adapt, distill):
-        monkeypatch.setattr(module, "fit_resumable", build_stream)
+    monkeypatch.setattr(stage_module, "to_dict", without_recording(stage_module.to_dict))
+    monkeypatch.setattr(stage_trainer, "fit_resumable", build_stream)
     # Scores are not checked here: the evaluation is given its settings (read from the config as in a run)
     # but does not run the network.
-    monkeypatch.setattr(warmup, "evaluate_model", lambda *args, **kwargs: {
+    monkeypatch.setattr(builders, "evaluate_model", lambda *args, **kwargs: {
         "miou": 0.0, "mpa": 0.0, "pa": 0.0, "classes": []})
     ctx = RunContext(cfg, tmp_path / "run")
     read, uncovered = {}, {}
@@ -282,7 +286,7 @@ def test_every_key_a_stage_reads_is_in_its_fingerprint(tiny_adversarial, tmp_pat
         reads.keys.clear()
         stages._run_stage(ctx, stage)
         read[stage] = set(reads.keys)
-        covered = stage_dependencies(stage)
+        covered = registry()[stage].dependencies()
         missing = sorted(k for k in read[stage] if k not in NOT_FINGERPRINTED
                          and not any(k == d or k.startswith(d + ".") for d in covered))
         if missing:
