@@ -32,7 +32,6 @@ from cpsl_tf.io_utils import atomic_write_json
 from cpsl_tf.run_config import write_run_config
 from cpsl_tf.run_layout import (
     STAGES,
-    TRAIN_HISTORY,  # noqa: F401 (report.py reads it here until it uses RunLayout)
     RunLayout,
     StageLayout,
     configured_stages,

@@ -7,8 +7,9 @@ import numpy as np
 
 from cpsl_tf.config import Config
 from cpsl_tf.evaluation import plots
-from cpsl_tf.evaluation.report.reading import HISTORY_NAME, MODEL_STAGES, TRAIN_HISTORY, RunFolder
+from cpsl_tf.evaluation.report.reading import RunFolder
 from cpsl_tf.evaluation.report.rendering import ReportFolder, figure, heading, is_number, percent, table
+from cpsl_tf.run_layout import EVAL_HISTORY, MODEL_STAGES, TRAIN_HISTORY
 
 
 def stage_lengths(cfg: Config) -> dict[str, int]:
@@ -80,7 +81,7 @@ def curves_section(run: RunFolder, out: ReportFolder) -> list[str]:
     histories = {s: h for s, h in run.histories.items() if h}
     for stage in run.results:
         if stage not in histories:
-            run.missing.append(f"stage `{stage}` has no periodic evaluations (`{stage}/{HISTORY_NAME}`)")
+            run.missing.append(f"stage `{stage}` has no periodic evaluations (`{stage}/{EVAL_HISTORY}`)")
     curves, losses = stage_curves(run), loss_curves(run)
     if not curves and not losses:
         return blocks + ["No scores or training numbers were logged: see Missing."]

@@ -19,20 +19,16 @@ from cpsl_tf.command import UserError
 from cpsl_tf.config import Config, ConfigError
 from cpsl_tf.data import datasets
 from cpsl_tf.labels import class_names
-from cpsl_tf.run_config import CONFIG_NAME, read_run_config
-from cpsl_tf.training.stages import TRAIN_HISTORY, selected_stages
+from cpsl_tf.run_config import read_run_config
+from cpsl_tf.run_layout import MODEL_STAGES, RunLayout, configured_stages
 
 log = logging.getLogger(__name__)
 
 REPORT_DIR = "report"
-RESULTS_NAME = "results.json"
-HISTORY_NAME = "eval_history.jsonl"
-MODEL_NAME = "model.weights.h5"
-PSEUDO_STORE = Path("pseudo") / "soft"
-SELF_LABELING_STATE = Path("cpsl") / "self_labeling.npz"
-
-# Stages that end with a network and target-val scores, in run order.
-MODEL_STAGES = ("warmup", "cpsl", "distill1", "distill2")
+# File names as the report's text shows them, relative to the run folder (cpsl_tf.run_layout owns them).
+_RELATIVE = RunLayout(Path("."))
+RESULTS_NAME = _RELATIVE.results.name
+SELF_LABELING_STATE = _RELATIVE.stage("cpsl").self_labeling_state
 RESULT_KEYS = ("miou", "mpa", "pa", "iou", "acc", "seconds")
 
 
@@ -68,7 +64,7 @@ class RunFolder:
     @property
     def selected_stages(self) -> list[str]:
         """The stages the run's config trains, in run order."""
-        return selected_stages(self.cfg)
+        return configured_stages(self.cfg)
 
     @property
     def report_dir(self) -> Path:
@@ -76,13 +72,13 @@ class RunFolder:
 
     @property
     def self_labeling_file(self) -> Path:
-        return self.run_dir / SELF_LABELING_STATE
+        return RunLayout(self.run_dir).stage("cpsl").self_labeling_state
 
     def stage_status(self, stage: str) -> str:
-        folder = self.run_dir / stage
-        if (folder / "done.json").is_file():
+        files = RunLayout(self.run_dir).stage(stage)
+        if files.done.is_file():
             return "finished"
-        if (folder / "checkpoints").is_dir():
+        if files.checkpoints.is_dir():
             return "interrupted (resumable)"
         return "not run"
 
@@ -98,7 +94,7 @@ class RunFolder:
         :class:`~cpsl_tf.data.pseudo_store.PseudoStoreError` when the store is absent or unreadable."""
         from cpsl_tf.data.pseudo_store import PseudoLabelStore
 
-        return PseudoLabelStore(self.run_dir / PSEUDO_STORE).class_distribution()
+        return PseudoLabelStore(RunLayout(self.run_dir).stage("pseudo").pseudo_store).class_distribution()
 
 
 def read_steps(path: Path, required: Sequence[str] = ()) -> list[dict]:
@@ -143,7 +139,8 @@ def _check_result(stage: str, result, num_classes: int, path: Path) -> dict:
 def read_run(run_dir: str | Path) -> RunFolder:
     """Config, results, evaluation histories and final models of a run folder."""
     run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_NAME
+    layout = RunLayout(run_dir)
+    config_path = layout.config
     if not config_path.is_file():
         raise ReportError(f"{config_path} does not exist: {run_dir} is not a run folder (scripts/train.py "
                           "writes the resolved config there when a run starts)")
@@ -152,7 +149,7 @@ def read_run(run_dir: str | Path) -> RunFolder:
     except ConfigError as error:
         raise ReportError(str(error)) from error
     missing = []
-    results_path = run_dir / RESULTS_NAME
+    results_path = layout.results
     results: dict[str, dict] = {}
     if results_path.is_file():
         try:
@@ -165,14 +162,14 @@ def read_run(run_dir: str | Path) -> RunFolder:
                    for stage, r in raw["stages"].items()}
     else:
         missing.append(f"`{RESULTS_NAME}` does not exist: no stage has finished with target-val scores")
-    order = [s for s in MODEL_STAGES if s in selected_stages(cfg) or s in results]
+    order = [s for s in MODEL_STAGES if s in configured_stages(cfg) or s in results]
     results = {s: results[s] for s in order if s in results} | {
         s: r for s, r in results.items() if s not in order}
-    histories = {s: read_history(run_dir / s / HISTORY_NAME) for s in order
-                 if (run_dir / s / HISTORY_NAME).is_file()}
-    models = {s: run_dir / s / MODEL_NAME for s in order if (run_dir / s / MODEL_NAME).is_file()}
-    losses = {s: read_steps(run_dir / s / TRAIN_HISTORY) for s in order
-              if (run_dir / s / TRAIN_HISTORY).is_file()}
+    stages = {s: layout.stage(s) for s in order}
+    histories = {s: read_history(files.history) for s, files in stages.items() if files.history.is_file()}
+    models = layout.final_models(order)
+    losses = {s: read_steps(files.train_history) for s, files in stages.items()
+              if files.train_history.is_file()}
     return RunFolder(run_dir, cfg, results, histories, models, losses, missing)
 
 
