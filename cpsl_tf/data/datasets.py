@@ -15,6 +15,9 @@ it is read by these readers (see :func:`reader_for`).
 
 Label PNGs of GTA5 are palette images whose pixel values are the ids; OpenCV always expands palettes to
 colours, so 8-bit labels are read with Pillow. SYNTHIA's 16-bit labels are read with OpenCV.
+
+The module is a little over 400 lines and holds one idea, the official layouts: listing each layout, reading
+its images and labels, and checking a pair are the same knowledge of those layouts, kept in one place.
 """
 
 from __future__ import annotations
