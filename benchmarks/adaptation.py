@@ -314,8 +314,9 @@ def markdown(table: dict, differences: list[dict], command: str, layout: Layout)
               "column subtracts the mIoU of the source-only warm-up with the same seed and step budget "
               "(2000 steps, or 6000 where the setting says so; adapting cells start from that very "
               "warm-up), except CPSL from the adversarial warm-up, which is paired with that warm-up. "
-              "Absolute scores move by up to about 3 points from seed to seed (docs/benchmark-notes.md); paired "
-              "differences, which share the seed's data order and warm-up, vary far less (their spread "
+              "Absolute scores move by up to about 3 points from seed to seed "
+              "(docs/benchmark-notes.md); paired differences, which share the seed's data order and "
+              "warm-up, vary far less (their spread "
               "is shown)."]
     return "\n".join(lines) + "\n"
 

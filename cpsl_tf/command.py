@@ -17,12 +17,14 @@ not a folder).
 
 from __future__ import annotations
 
+import argparse
 import gc
 import sys
 import traceback
 from collections.abc import Callable
 
 from cpsl_tf.io_utils import DiskFullError
+from cpsl_tf.quiet import quiet_tensorflow
 
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
@@ -42,9 +44,20 @@ def user_error_message(err: BaseException) -> str | None:
     return None
 
 
-def run_command(body: Callable[[], int], interrupted: str = "interrupted") -> int:
-    """Run a script's work and return its exit code; ``interrupted`` is the line printed on Ctrl-C."""
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's own log (device set-up, oneDNN, CUDA) and its "
+                             "libraries' INFO lines, hidden by default")
+
+
+def run_command(body: Callable[[], int], interrupted: str = "interrupted",
+                verbose: bool | None = None) -> int:
+    """Run a script's work and return its exit code; ``interrupted`` is the line printed on Ctrl-C. With
+    ``verbose`` given (a script's ``--verbose``), TensorFlow is imported first, quiet unless ``verbose``
+    (:func:`cpsl_tf.quiet.quiet_tensorflow`)."""
     try:
+        if verbose is not None:
+            quiet_tensorflow(verbose)
         return body()
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)

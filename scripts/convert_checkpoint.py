@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cpsl_tf.command import run_command  # noqa: E402
+from cpsl_tf.command import add_verbose_flag, run_command  # noqa: E402
 from cpsl_tf.models.official_checkpoint import OFFICIAL_ASPP_RATES, TRUST_FLAG  # noqa: E402
 
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if not args.destination.endswith(".weights.h5"):
         parser.error(f"destination {args.destination!r} must end with .weights.h5")
@@ -50,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return run_command(lambda: convert(args))
+    return run_command(lambda: convert(args), verbose=args.verbose)
 
 
 def convert(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cpsl_tf.command import UserError, run_command  # noqa: E402
+from cpsl_tf.command import UserError, add_verbose_flag, run_command  # noqa: E402
 from cpsl_tf.config import ExportConfig  # noqa: E402
 
 
@@ -80,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=2,
                         help="images per batch of the parity gate (default: %(default)s)")
+    add_verbose_flag(parser)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(lambda: export(args))
+    return run_command(lambda: export(args), verbose=args.verbose)
 
 
 def export(args) -> int:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cpsl_tf.command import UserError, run_command  # noqa: E402
+from cpsl_tf.command import UserError, add_verbose_flag, run_command  # noqa: E402
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # 64 megapixels: an 8000x8000 photo. Decoding one to RGB takes 192 MB, the float32 model input made from it
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None):
     parser = build_parser()
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.max_pixels < 1:
         parser.error(f"--max-pixels must be positive, got {args.max_pixels}")
@@ -311,7 +312,7 @@ def predict_video(predictor: Predictor, path: Path, out: Path) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return run_command(lambda: predict(args))
+    return run_command(lambda: predict(args), verbose=args.verbose)
 
 
 def predict(args) -> int:

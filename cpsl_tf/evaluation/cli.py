@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from cpsl_tf.command import run_command
+from cpsl_tf.command import add_verbose_flag, run_command
 from cpsl_tf.labels import PRED_FORMATS, SUPPORTED_NUM_CLASSES
 
 DESCRIPTION = """\
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="results JSON (default: <checkpoint>.eval-<dataset>-<split>.json beside the "
                              "checkpoint, or evaluation-<dataset>-<split>.json in the prediction folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_verbose_flag(parser)
     return parser
 
 
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.predictions and (args.config or args.overrides):
         parser.error("--config/--set apply to --checkpoint; with --predictions give --dataset/--root")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_command(lambda: evaluate(args))
+    return run_command(lambda: evaluate(args), verbose=args.verbose)
 
 
 def _no_labels(samples, dataset: str, root, split: str, checkpoint) -> str:

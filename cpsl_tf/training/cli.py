@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from cpsl_tf.command import run_command
+from cpsl_tf.command import add_verbose_flag, run_command
 from cpsl_tf.config import load_config
 from cpsl_tf.quiet import quiet_tensorflow
 from cpsl_tf.run_layout import STAGES, RunLayout
@@ -39,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "still wins over what shrinking sets (e.g. --quick --set warmup.iterations=10)")
     parser.add_argument("--force", action="store_true",
                         help="re-run the selected stages afresh even if they finished")
-    parser.add_argument("--verbose", action="store_true",
-                        help="also show TensorFlow's own log (device set-up, oneDNN, CUDA) and its "
-                             "libraries' INFO lines, hidden by default")
+    add_verbose_flag(parser)
     return parser
 
 

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from cpsl_tf.command import run_command
+from cpsl_tf.command import add_verbose_flag, run_command
 from cpsl_tf.evaluation.report.curves import curves_section
 from cpsl_tf.evaluation.report.model_sections import confusion_section, examples_section
 from cpsl_tf.evaluation.report.reading import ReportError, RunFolder, read_run
@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                              "the confusion matrix (default: all)")
     parser.add_argument("--no-model", action="store_true",
                         help="do not run models: skip the confusion matrix and the examples")
+    add_verbose_flag(parser)
     return parser
 
 
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--examples must be non-negative, got {args.examples}")
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max-images must be at least 1, got {args.max_images}")
-    return run_command(lambda: report_command(args))
+    return run_command(lambda: report_command(args), verbose=args.verbose)
 
 
 def report_command(args: argparse.Namespace) -> int:
