@@ -156,8 +156,15 @@ class DistillConfig:
     threshold: float = 0.95
     kd_weight: float = 1.0
     flip: bool = True
-    # "imagenet" (the model's own initialisation), "teacher" (the previous stage's weights) or a checkpoint.
+    # "imagenet" (the model's own initialisation), "teacher" (the previous stage's weights, when the student
+    # has the teacher's architecture; otherwise the student's own initialisation) or a checkpoint.
     student_init: str = "imagenet"
+    # The student's architecture: "teacher" (the model section's network: the paper's rounds) or the
+    # real-time "lraspp_mobilenet_v3_large" (cpsl_tf/models/lraspp.py) at student_width (Keras' alpha;
+    # ImageNet weights exist for 0.75 and 1.0) with an LR-ASPP head of student_head_channels.
+    student: Literal["teacher", "lraspp_mobilenet_v3_large"] = "teacher"
+    student_width: float = 1.0
+    student_head_channels: int = 128
 
 
 @dataclass

@@ -75,6 +75,7 @@ BOUNDS: dict[str, Bound] = {
     # Two distillation stages exist (distill1, distill2).
     "distill.rounds": Bound(0, 2), "distill.iterations": at_least(0), "distill.lr": POSITIVE,
     "distill.head_lr": POSITIVE, "distill.threshold": BELOW_ONE, "distill.kd_weight": NON_NEGATIVE,
+    "distill.student_width": POSITIVE, "distill.student_head_channels": at_least(1),
     "eval.batch_size": at_least(1), "eval.report_subsets": at_least(1),
     "export.opset": Bound(7, 21), "export.height": at_least(1), "export.width": at_least(1),
     "export.max_abs_logit_diff": NON_NEGATIVE, "export.min_argmax_agreement": PROBABILITY,

@@ -1,7 +1,9 @@
 """Segmenter checkpoints: ``<name>.weights.h5`` plus a sidecar ``<name>.json`` that says how to rebuild it.
 
 The sidecar holds ``model`` (the ModelConfig as a dict), ``num_classes``, ``class_names``, ``bn_pretrain``
-and whatever else the writer adds (stage, iteration, scores). ``load_segmenter(path)`` needs nothing else.
+and whatever else the writer adds (stage, iteration, scores). A network other than the ModelConfig's
+DeepLab-v2 (a distillation student) is named by ``architecture`` (:data:`ARCHITECTURES`: its name and
+builder arguments). ``load_segmenter(path)`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ import keras
 from cpsl_tf.command import UserError
 from cpsl_tf.config import ModelConfig
 from cpsl_tf.io_utils import atomic_write_bytes, atomic_write_json
+from cpsl_tf.models import lraspp
 from cpsl_tf.models.segmenter import build_segmenter, has_bn_pretrain
 from cpsl_tf.user_paths import did_you_mean
 
 WEIGHTS_SUFFIX = ".weights.h5"
 REQUIRED_META = ("model", "num_classes", "class_names")
+# Networks a sidecar's ``architecture`` can name, with their builders (num_classes, **arguments).
+ARCHITECTURES = {"lraspp_mobilenet_v3_large": lraspp.build_lraspp_student}
+# Their input normalisation inside the graph, (mean, std), recorded in the sidecar's ``model`` entry.
+NORMALISATION = {"lraspp_mobilenet_v3_large": (lraspp.INPUT_MEAN, lraspp.INPUT_STD)}
 
 
 class CheckpointError(UserError, ValueError):
@@ -110,17 +117,34 @@ def load_segmenter(path: str | Path, num_classes: int | None = None) -> tuple[ke
     if num_classes is not None and meta["num_classes"] != num_classes:
         raise CheckpointError(f"{path}: checkpoint has {meta['num_classes']} classes, {num_classes} "
                               "were expected")
-    try:
-        model_cfg = ModelConfig(**meta["model"])
-    except TypeError as err:
-        raise CheckpointError(f"{sidecar_path(path)}: 'model' is not a ModelConfig ({err})") from err
-    model = build_segmenter(model_cfg, meta["num_classes"], bn_pretrain=bool(meta.get("bn_pretrain", False)))
+    model, described = _build(meta, sidecar_path(path))
     try:
         model.load_weights(path)
     except ValueError as err:
-        raise CheckpointError(f"{path}: weights do not fit the {model_cfg.backbone} segmenter with "
+        raise CheckpointError(f"{path}: weights do not fit the {described} with "
                               f"{meta['num_classes']} classes that {sidecar_path(path).name} describes "
                               f"({err})") from err
     except OSError as err:  # h5py: a truncated or overwritten file
         raise CheckpointError(f"{path}: the weights file is damaged ({err})") from err
     return model, meta
+
+
+def _build(meta: dict, sidecar: Path) -> tuple[keras.Model, str]:
+    """The network a sidecar describes, and its description for messages."""
+    architecture = meta.get("architecture")
+    if architecture is not None:
+        arguments = dict(architecture)
+        name = arguments.pop("name", None)
+        if name not in ARCHITECTURES:
+            raise CheckpointError(f"{sidecar}: architecture {name!r} is unknown; expected one of "
+                                  f"{', '.join(ARCHITECTURES)}")
+        try:
+            return ARCHITECTURES[name](meta["num_classes"], **arguments), f"{name} network"
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{sidecar}: architecture {architecture} cannot be built ({err})") from err
+    try:
+        model_cfg = ModelConfig(**meta["model"])
+    except TypeError as err:
+        raise CheckpointError(f"{sidecar}: 'model' is not a ModelConfig ({err})") from err
+    model = build_segmenter(model_cfg, meta["num_classes"], bn_pretrain=bool(meta.get("bn_pretrain", False)))
+    return model, f"{model_cfg.backbone} segmenter"

@@ -30,6 +30,9 @@ from keras import layers
 from cpsl_tf.models.layers import ResizeLike
 
 LOW_LEVEL_BLOCK = "expanded_conv_5_add"
+# The normalisation inside the graph, as the project's (x - mean) / std: x * 2 - 1.
+INPUT_MEAN = (0.5, 0.5, 0.5)
+INPUT_STD = (0.5, 0.5, 0.5)
 IMAGENET_WIDTHS = (0.75, 1.0)
 
 

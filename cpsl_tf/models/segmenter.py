@@ -27,8 +27,9 @@ from cpsl_tf.models.deeplab_v2 import proda_head
 from cpsl_tf.models.layers import Standardize
 from cpsl_tf.models.resnet import resnet_features
 
-# Layers trained with the head learning rate (official ``get_10x_lr_params``: layer5 and bn_pretrain).
-HEAD_LAYER_PREFIXES = ("layer5_", "bn_pretrain")
+# Layers trained with the head learning rate (official ``get_10x_lr_params``: layer5 and bn_pretrain; the
+# real-time student's LR-ASPP head likewise, ``cpsl_tf.models.lraspp``).
+HEAD_LAYER_PREFIXES = ("layer5_", "bn_pretrain", "lraspp_")
 
 
 def build_segmenter(model_cfg: ModelConfig, num_classes: int, input_shape=(None, None, 3),

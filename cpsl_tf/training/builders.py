@@ -6,6 +6,7 @@ These sit below the stages: a stage module imports them, never another stage mod
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import keras
@@ -14,7 +15,7 @@ from cpsl_tf.config import Config
 from cpsl_tf.cpsl.head import SELF_LABELING_PREFIX
 from cpsl_tf.evaluation.evaluate import evaluate_model
 from cpsl_tf.labels import class_names
-from cpsl_tf.models.checkpoint import CheckpointError, load_segmenter, sidecar_path
+from cpsl_tf.models.checkpoint import NORMALISATION, CheckpointError, load_segmenter, sidecar_path
 from cpsl_tf.models.resnet import load_imagenet_backbone
 from cpsl_tf.models.segmenter import build_segmenter, is_head_variable, output_size
 from cpsl_tf.training.optim import GroupedSGD, make_sgd
@@ -65,12 +66,18 @@ def new_segmenter(cfg: Config) -> keras.Model:
     return segmenter
 
 
-def checkpoint_meta(cfg: Config, stage: Stage) -> dict:
+def checkpoint_meta(cfg: Config, stage: Stage, architecture: dict | None = None) -> dict:
     """The sidecar of a stage's network; ``fingerprint`` lets the stages that load it check it was trained
-    under their config; ``input_size`` (H, W) feeds it in evaluate and predict away from its run folder."""
-    return {"model": cfg.model, "num_classes": cfg.data.num_classes,
+    under their config; ``input_size`` (H, W) feeds it in evaluate and predict away from its run folder;
+    ``architecture`` names a network other than the model section's (see ``models.checkpoint``)."""
+    meta = {"model": cfg.model, "num_classes": cfg.data.num_classes,
             "class_names": list(class_names(cfg.data.num_classes)), "stage": stage.name, "config": cfg.name,
             "fingerprint": stage.fingerprint(cfg), "input_size": list(cfg.data.target_size)}
+    if architecture is not None:
+        mean, std = NORMALISATION[architecture["name"]]
+        meta["model"] = dataclasses.replace(cfg.model, input_mean=list(mean), input_std=list(std))
+        meta["architecture"] = architecture
+    return meta
 
 
 def load_stage_model(ctx: RunContext, stage: Stage) -> keras.Model:

@@ -12,6 +12,12 @@ same labels, without a pass over the data set and its storage.
 
 Each round is a stage (:data:`DISTILL_ROUNDS`) reading the network of the one before it; it builds its
 trainer and hands it to the trainer skeleton (:func:`cpsl_tf.training.trainer.train_stage`).
+
+The student is the teacher's architecture (the paper's rounds) or, with ``distill.student``, a real-time
+network (:mod:`cpsl_tf.models.lraspp`). Both networks' logits are resized to the stride-8 map of the crop
+(``crop // 8``) with the project's resize convention before the labels and the KL are taken, so a student
+of another output size is trained on the same targets; at sizes that are multiples of 8 that map is the
+student's own output size.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from cpsl_tf.data.replay import replay_to_strong
 from cpsl_tf.gradients import pass_by_pass_gradients
 from cpsl_tf.labels import IGNORE_INDEX
 from cpsl_tf.models.checkpoint import load_segmenter
+from cpsl_tf.models.lraspp import build_lraspp_student
 from cpsl_tf.resize import resize_bilinear
 from cpsl_tf.training.adapt import CPSL
 from cpsl_tf.training.builders import (
@@ -113,16 +120,47 @@ class Distillation(keras.Model):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
 
+def student_architecture(cfg: Config) -> dict | None:
+    """How the student's sidecar names its network; None for the teacher's architecture."""
+    d = cfg.distill
+    if d.student == "teacher":
+        return None
+    return {"name": d.student, "width": d.student_width, "head_channels": d.student_head_channels}
+
+
+def new_student_network(cfg: Config) -> keras.Model:
+    """A freshly initialised student of ``distill.student`` (ImageNet weights when model.imagenet_weights
+    is set)."""
+    architecture = student_architecture(cfg)
+    if architecture is None:
+        return new_segmenter(cfg)
+    try:
+        return build_lraspp_student(cfg.data.num_classes, width=architecture["width"],
+                                    head_channels=architecture["head_channels"],
+                                    imagenet_weights=cfg.model.imagenet_weights, name="student")
+    except Exception as err:  # a width without ImageNet weights, or a failed download, named with the fix
+        raise StageError(f"distill.student={cfg.distill.student} with model.imagenet_weights="
+                         f"{cfg.model.imagenet_weights}: {err}. ImageNet weights are downloaded by "
+                         "keras.applications on first use; without internet run with "
+                         "--set model.imagenet_weights=false") from err
+
+
+def _same_shapes(a: keras.Model, b: keras.Model) -> bool:
+    return [tuple(w.shape) for w in a.weights] == [tuple(w.shape) for w in b.weights]
+
+
 def new_student(cfg: Config, teacher_stage_model: keras.Model) -> keras.Model:
-    """The student's initialisation (``distill.student_init``): the config's own initialisation
-    ("imagenet", i.e. ImageNet when model.imagenet_weights is set), the teacher's weights ("teacher"), or a
-    segmenter checkpoint path."""
+    """The student's initialisation (``distill.student_init``): its own initialisation ("imagenet", i.e.
+    ImageNet when model.imagenet_weights is set), the teacher's weights ("teacher", when the student has the
+    teacher's architecture: the second round of a real-time student starts from the first round's; a first
+    round into another architecture starts from the student's own initialisation), or a checkpoint path."""
     init = cfg.distill.student_init
     if init == "imagenet":
-        return new_segmenter(cfg)
+        return new_student_network(cfg)
     if init == "teacher":
-        student = new_segmenter(cfg)
-        student.set_weights(teacher_stage_model.get_weights())
+        student = new_student_network(cfg)
+        if _same_shapes(student, teacher_stage_model):
+            student.set_weights(teacher_stage_model.get_weights())
         return student
     try:
         student, meta = load_segmenter(init)
@@ -156,7 +194,7 @@ def run_distill_stage(ctx: RunContext, round_index: int) -> dict | None:
                                          cfg.train.seed + round_index, start_batch=start_batch)
 
         return StageTraining(trainer, student, {"student": student, **grouped.groups}, make_dataset,
-                             d.iterations)
+                             d.iterations, architecture=student_architecture(cfg))
 
     return train_stage(ctx, stage, cfg.train.seed + round_index, build)
 

@@ -34,6 +34,7 @@ class StageTraining:
     iterations: int
     diagnostics: Callable[[], dict] | None = None  # numbers added to each periodic evaluation
     finish: Callable[[], dict] | None = None  # after the network is saved: more outputs; result entries
+    architecture: dict | None = None  # names the network in its sidecar when it is not the model section's
 
 
 def train_stage(ctx: RunContext, stage: Stage, seed: int,
@@ -53,6 +54,7 @@ def train_stage(ctx: RunContext, stage: Stage, seed: int,
                   training.state, cfg.train.checkpoint_every, cfg.train.eval_every,
                   evaluation if with_labels else None, log_every=cfg.train.log_every,
                   fingerprint=stage.fingerprint(cfg))
-    save_model_checkpoint(training.network, ctx.layout.stage(stage.name).model, checkpoint_meta(cfg, stage))
+    save_model_checkpoint(training.network, ctx.layout.stage(stage.name).model,
+                          checkpoint_meta(cfg, stage, training.architecture))
     entries = training.finish() if training.finish is not None else {}
     return {**evaluation.final(), **entries} if with_labels else None
