@@ -84,7 +84,7 @@ def main(argv=None) -> int:
                           config.cpsl)
         model.use_optimizer(build_segmentation_optimizer(config, 1e-3, 1e-2, 10**6, model.trainable_for_step,
                                                          1e-2))
-        model.compile(optimizer=model.grouped.groups["backbone"])
+        model.compile(optimizer=model.grouped.optimizer)
         return model
 
     without_sl = dataclasses.replace(cfg, cpsl=dataclasses.replace(cfg.cpsl, use_self_labeling=False))
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     segmenter = build_segmenter(cfg.model, num_classes)
     warm = SupervisedSegmentation(segmenter, build_segmentation_optimizer(cfg, 1e-3, 1e-2, 10**6,
                                                                             segmenter.trainable_variables))
-    warm.compile(optimizer=warm.grouped.groups["backbone"])
+    warm.compile(optimizer=warm.grouped.optimizer)
     results["warmup_source_only"] = _fixed_batch_rate(warm, {k: batches["paper"][k] for k in
                                                              ("source_image", "source_label")}, args.steps,
                                                    args.warmup_steps)

@@ -12,7 +12,7 @@ the order of the floating-point additions changes. The compute is the same.
 The training steps (the warm-up, CPSL and distillation models) reach their optimizer only through
 :class:`StepOptimizer`: it scales the loss before the gradients are taken and applies them, saying whether
 the weights changed. What applies them (learning-rate groups, coupled decay, gradient accumulation, loss
-scaling: :class:`cpsl_tf.training.optim.GroupedSGD`) is the trainer's choice, so the method in
+scaling: :class:`cpsl_tf.training.optim.SegmentationOptimizer`) is the trainer's choice, so the method in
 :mod:`cpsl_tf.cpsl` imports nothing from :mod:`cpsl_tf.training`.
 """
 

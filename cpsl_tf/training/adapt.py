@@ -44,7 +44,7 @@ def build_cpsl_model(ctx: RunContext, prototypes, class_distribution) -> CPSLMod
     w_lr = cfg.cpsl.self_labeling_lr_scale * t.head_lr
     model.use_optimizer(build_segmentation_optimizer(cfg, t.lr, t.head_lr, cfg.cpsl.iterations,
                                                      model.trainable_for_step, self_labeling_lr=w_lr))
-    model.compile(optimizer=model.grouped.groups["backbone"])
+    model.compile(optimizer=model.grouped.optimizer)
     return model
 
 
@@ -122,7 +122,7 @@ def run_cpsl_stage(ctx: RunContext) -> dict | None:
                      max(summary["head_travel_degrees"]), summary["max_class_cosine"], summary["delta_shift"])
             return {"self_labeling": summary}
 
-        state = {"cpsl_model": model, **model.grouped.groups}
+        state = {"cpsl_model": model, "optimizer": model.grouped.optimizer}
         return StageTraining(model, model.student, state, make_dataset, cfg.cpsl.iterations,
                              diagnostics=mechanism, finish=finish)
 

@@ -18,7 +18,7 @@ from cpsl_tf.labels import class_names
 from cpsl_tf.models.checkpoint import NORMALISATION, CheckpointError, load_segmenter, sidecar_path
 from cpsl_tf.models.resnet import load_imagenet_backbone
 from cpsl_tf.models.segmenter import build_segmenter, is_head_variable, output_size
-from cpsl_tf.training.optim import GroupedSGD, make_sgd
+from cpsl_tf.training.optim import GroupedSGD, SegmentationOptimizer
 from cpsl_tf.training.stage import RunContext, Stage, StageError
 
 log = logging.getLogger(__name__)
@@ -29,27 +29,25 @@ TARGET_MAP_STRIDE = 4
 
 
 def build_segmentation_optimizer(cfg: Config, lr: float, head_lr: float, total_steps: int,
-                                 variables, self_labeling_lr: float | None = None) -> GroupedSGD:
+                                 variables, self_labeling_lr: float | None = None) -> SegmentationOptimizer:
     """SGD groups of the official code: backbone at ``lr``, segmentation head at ``head_lr`` and, for CPSL,
     the self-labeling head's W at ``self_labeling_lr``; coupled weight decay on all of them; gradient
     accumulation and float16 loss scaling from ``cfg.train``."""
     t = cfg.train
-    k = t.gradient_accumulation_steps
-    groups = {"backbone": make_sgd(lr, total_steps, t.momentum, t.poly_power, "sgd_backbone", k),
-              "head": make_sgd(head_lr, total_steps, t.momentum, t.poly_power, "sgd_head", k)}
+    group_rates = {"backbone": lr, "head": head_lr}
     if self_labeling_lr is not None:
-        groups["self_labeling"] = make_sgd(self_labeling_lr, total_steps, t.momentum, t.poly_power,
-                                           "sgd_self_labeling", k)
+        group_rates["self_labeling"] = self_labeling_lr
 
-    def assign(variable) -> str:
+    def group_of(variable) -> str:
         if variable.path.startswith(SELF_LABELING_PREFIX):
             return "self_labeling"
         return "head" if is_head_variable(variable) else "backbone"
 
-    grouped = GroupedSGD(groups, assign, weight_decay=t.weight_decay,
-                         loss_scaling=t.mixed_precision == "mixed_float16")
-    grouped.build(variables)
-    return grouped
+    sgd = GroupedSGD(group_rates, group_of, t.weight_decay, total_steps, t.momentum, t.poly_power,
+                     t.gradient_accumulation_steps)
+    optimizer = SegmentationOptimizer(sgd, loss_scaling=t.mixed_precision == "mixed_float16")
+    optimizer.build(variables)
+    return optimizer
 
 
 def new_segmenter(cfg: Config) -> keras.Model:

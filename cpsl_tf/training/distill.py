@@ -44,7 +44,7 @@ from cpsl_tf.training.builders import (
     new_segmenter,
 )
 from cpsl_tf.training.inputs import StageSamples
-from cpsl_tf.training.optim import GroupedSGD
+from cpsl_tf.training.optim import SegmentationOptimizer
 from cpsl_tf.training.stage import RunContext, Stage, StageError
 from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
 from cpsl_tf.training.trainer import StageTraining, train_stage
@@ -63,8 +63,8 @@ def confident_labels(teacher: keras.Model, images, size, threshold: float, align
 
 
 class Distillation(keras.Model):
-    def __init__(self, student: keras.Model, teacher: keras.Model, optimizer: GroupedSGD, threshold: float,
-                 kd_weight: float, align_corners: bool = True, flip: bool = True, **kwargs):
+    def __init__(self, student: keras.Model, teacher: keras.Model, optimizer: SegmentationOptimizer,
+                 threshold: float, kd_weight: float, align_corners: bool = True, flip: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.student = student
         self.teacher = teacher
@@ -187,14 +187,14 @@ def run_distill_stage(ctx: RunContext, round_index: int) -> dict | None:
                                                    student.trainable_variables)
             trainer = Distillation(student, teacher, grouped, d.threshold, d.kd_weight,
                                    cfg.model.align_corners, d.flip)
-            trainer.compile(optimizer=grouped.groups["backbone"])
+            trainer.compile(optimizer=grouped.optimizer)
 
         def make_dataset(start_batch: int):
             return make_training_dataset(samples.source, samples.target_train, cfg,
                                          cfg.train.seed + round_index, start_batch=start_batch)
 
-        return StageTraining(trainer, student, {"student": student, **grouped.groups}, make_dataset,
-                             d.iterations, architecture=student_architecture(cfg))
+        return StageTraining(trainer, student, {"student": student, "optimizer": grouped.optimizer},
+                             make_dataset, d.iterations, architecture=student_architecture(cfg))
 
     return train_stage(ctx, stage, cfg.train.seed + round_index, build)
 

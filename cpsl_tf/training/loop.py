@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import keras
@@ -49,17 +49,25 @@ FINGERPRINT_KEY = "stage_fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def resume(checkpoint: tf.train.Checkpoint, path: str, fingerprint: str | None, total_steps: int,
-           weights: CheckpointedWeights | None = None) -> None:
+           weights: CheckpointedWeights | None = None, state_names: Iterable[str] = ()) -> None:
     """Restore ``checkpoint`` from ``path`` if it is this stage's to resume. Refused with a
-    :class:`StageError` naming the file and what to do: a damaged file, another config's fingerprint
-    (checkpoints from before fingerprints were stored hold none and are not checked), a step beyond the
-    stage's ``total_steps``, non-finite ``weights`` once restored (saved before checkpoints were checked)."""
+    :class:`StageError` naming the file and what to do: a damaged file, one holding nothing under one of
+    ``state_names`` (written by an older layout, e.g. the per-group optimizers before the one Keras SGD:
+    restoring it would silently start those afresh), another config's fingerprint (checkpoints from
+    before fingerprints were stored hold none and are not checked), a step beyond the stage's
+    ``total_steps``, non-finite ``weights`` once restored (saved before checkpoints were checked)."""
     stage_dir = Path(path).parents[1]
     afresh = (f"move {Path(path).parent} away, or run with --stage {stage_dir.name} --force (which sets it "
               "aside), to train the stage afresh")
     try:
         reader = tf.train.load_checkpoint(path)
         saved_step = int(reader.get_tensor(STEP_KEY))
+        held = {key.split("/", 1)[0] for key in reader.get_variable_to_shape_map()}
+        missing = [name for name in state_names if name not in held]
+        if missing:
+            raise StageError(f"checkpoint {path} holds no {', '.join(missing)}: it was written by an older "
+                             f"version of cpsl-tf (it holds {', '.join(sorted(held))}) and cannot be resumed "
+                             f"without losing that state; {afresh}")
         saved = reader.get_tensor(FINGERPRINT_KEY).decode() if reader.has_tensor(FINGERPRINT_KEY) else None
         if fingerprint is not None and saved is not None and saved != fingerprint:
             raise StageError(f"checkpoint {path} was written under another config (fingerprint {saved}, this "
@@ -113,7 +121,7 @@ def fit_resumable(trainer: keras.Model, make_dataset: Callable[[int], tf.data.Da
     weights = CheckpointedWeights(v for obj in state.values() for v in getattr(obj, "variables", ()))
     manager = tf.train.CheckpointManager(checkpoint, str(stage.checkpoints), max_to_keep=2)
     if manager.latest_checkpoint:
-        resume(checkpoint, manager.latest_checkpoint, fingerprint, total_steps, weights)
+        resume(checkpoint, manager.latest_checkpoint, fingerprint, total_steps, weights, state)
         log.info("resumed %s at step %d from %s", stage.name, int(step), manager.latest_checkpoint)
     optimizers = {name: obj for name, obj in state.items() if isinstance(obj, keras.Optimizer)}
     summaries = TrainingSummaries(step, total_steps, log_every, stage.folder, optimizers) if chief else None

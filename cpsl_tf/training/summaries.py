@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from cpsl_tf.labels import class_names
 from cpsl_tf.run_layout import StageLayout
+from cpsl_tf.training.optim import GroupedSGD
 
 
 def evaluation_scalars(scores: dict) -> dict[str, float]:
@@ -38,8 +39,16 @@ def evaluation_scalars(scores: dict) -> dict[str, float]:
 
 
 def learning_rates(optimizers: dict[str, keras.Optimizer]) -> dict[str, float]:
-    """The learning rate each optimizer applies at its next step."""
-    return {name: float(optimizer.learning_rate) for name, optimizer in optimizers.items()}
+    """The learning rate each optimizer applies at its next step; a :class:`GroupedSGD`'s (inside a loss
+    scale optimizer or not) by group name."""
+    rates = {}
+    for name, optimizer in optimizers.items():
+        sgd = getattr(optimizer, "inner_optimizer", optimizer)
+        if isinstance(sgd, GroupedSGD):
+            rates.update(sgd.learning_rates())
+        else:
+            rates[name] = float(optimizer.learning_rate)
+    return rates
 
 
 class TrainingSummaries(keras.callbacks.Callback):

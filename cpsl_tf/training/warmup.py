@@ -22,7 +22,7 @@ from cpsl_tf.models.discriminator import build_discriminator
 from cpsl_tf.resize import resize_bilinear
 from cpsl_tf.training.builders import build_segmentation_optimizer, new_segmenter
 from cpsl_tf.training.inputs import StageSamples
-from cpsl_tf.training.optim import GroupedSGD
+from cpsl_tf.training.optim import SegmentationOptimizer
 from cpsl_tf.training.schedule import PolyDecay
 from cpsl_tf.training.stage import RunContext, Stage
 from cpsl_tf.training.strategy import synchronize_batch_norm, training_scope
@@ -37,7 +37,7 @@ def _replicas():
 class SupervisedSegmentation(keras.Model):
     """Supervised training on labelled crops (source-only warm-up, or the oracle on target labels)."""
 
-    def __init__(self, segmenter: keras.Model, optimizer: GroupedSGD, align_corners: bool = True,
+    def __init__(self, segmenter: keras.Model, optimizer: SegmentationOptimizer, align_corners: bool = True,
                  image_key: str = "source_image", label_key: str = "source_label", **kwargs):
         super().__init__(**kwargs)
         self.segmenter = segmenter
@@ -72,7 +72,7 @@ class SupervisedSegmentation(keras.Model):
 class AdversarialWarmup(SupervisedSegmentation):
     """Output-space adversarial warm-up: source CE + LS-GAN alignment of target softmax outputs."""
 
-    def __init__(self, segmenter: keras.Model, discriminator: keras.Model, optimizer: GroupedSGD,
+    def __init__(self, segmenter: keras.Model, discriminator: keras.Model, optimizer: SegmentationOptimizer,
                  discriminator_optimizer: keras.Optimizer, adversarial_weight: float = 0.01,
                  align_corners: bool = True, **kwargs):
         super().__init__(segmenter, optimizer, align_corners, **kwargs)
@@ -136,7 +136,7 @@ def run_warmup_stage(ctx: RunContext) -> dict | None:
             # The official warm-up trains the head at 10x the backbone's learning rate.
             grouped = build_segmentation_optimizer(cfg, w.lr, 10 * w.lr, w.iterations,
                                                    segmenter.trainable_variables)
-            state = {"segmenter": segmenter, **grouped.groups}
+            state = {"segmenter": segmenter, "optimizer": grouped.optimizer}
             if w.mode == "source_only":
                 trainer = SupervisedSegmentation(segmenter, grouped, cfg.model.align_corners)
                 target = None
@@ -150,7 +150,7 @@ def run_warmup_stage(ctx: RunContext) -> dict | None:
                                             w.adversarial_weight, cfg.model.align_corners)
                 state.update(discriminator=discriminator, adam_discriminator=disc_optimizer)
                 target = samples.target_train
-            trainer.compile(optimizer=grouped.groups["backbone"])
+            trainer.compile(optimizer=grouped.optimizer)
 
         def make_dataset(start_batch: int):
             # The adversarial warm-up (AdaptSegNet) sees the target images as they are: no CutMix.

@@ -40,7 +40,7 @@ def _model(cfg, rng):
     distribution = rng.dirichlet(np.ones(19)).astype(np.float32)
     model = CPSLModel(student, teacher, prototypes, distribution, cfg.cpsl)
     model.use_optimizer(build_segmentation_optimizer(cfg, 1e-3, 1e-2, 100, model.trainable_for_step, 1e-2))
-    model.compile(optimizer=model.grouped.groups["backbone"])
+    model.compile(optimizer=model.grouped.optimizer)
     return model
 
 
@@ -136,7 +136,7 @@ def test_official_preset_step_uses_two_banks_and_a_fixed_distribution(cfg):
                       np.full(19, 1 / 19, np.float32), official.cpsl)
     model.use_optimizer(build_segmentation_optimizer(official, 1e-3, 1e-2, 100, model.trainable_for_step,
                                                      1e-2))
-    model.compile(optimizer=model.grouped.groups["backbone"])
+    model.compile(optimizer=model.grouped.optimizer)
     w_before = model.head.prototypes.numpy()
     history = _fit(model, {k: v for k, v in batch.items()})
     assert all(np.isfinite(v[0]) for v in history.values()) and history["loss_sl"][0] > 0
@@ -167,7 +167,7 @@ def test_classes_without_a_prototype_stay_bounded_and_apart(cfg):
     prototypes[missing] = 0.0
     fresh = CPSLModel(model.student, model.teacher, prototypes, rng.dirichlet(np.ones(19)), cfg.cpsl)
     fresh.use_optimizer(build_segmentation_optimizer(cfg, 1e-3, 1e-2, 100, fresh.trainable_for_step, 1e-2))
-    fresh.compile(optimizer=fresh.grouped.groups["backbone"])
+    fresh.compile(optimizer=fresh.grouped.optimizer)
     history = _fit(fresh, _batch(rng, (H // 4, W // 4)), steps=3)
     assert all(np.isfinite(v).all() for v in history.values())
     w = fresh.head.prototypes.numpy()

@@ -44,7 +44,7 @@ def test_one_step_trains_with_float32_self_labeling_state(policy):
     model = CPSLModel(student, teacher, rng.normal(size=(19, cfg.model.head_channels)),
                       rng.dirichlet(np.ones(19)).astype(np.float32), cfg.cpsl)
     model.use_optimizer(build_segmentation_optimizer(cfg, 1e-3, 1e-2, 100, model.trainable_for_step, 1e-2))
-    model.compile(optimizer=model.grouped.groups["backbone"])
+    model.compile(optimizer=model.grouped.optimizer)
     w_before = model.head.prototypes.numpy()
     kernel_before = student.get_layer("conv1").kernel.numpy()
     history = model.fit(tf.data.Dataset.from_tensors(_batch(rng, (H // 4, W // 4))).repeat(), epochs=1,
@@ -66,10 +66,11 @@ def test_one_step_trains_with_float32_self_labeling_state(policy):
 
 
 def test_loss_scaling_skips_a_non_finite_step_in_every_group():
-    from cpsl_tf.training.optim import GroupedSGD, make_sgd
+    from cpsl_tf.training.optim import GroupedSGD, SegmentationOptimizer
 
-    groups = {"a": make_sgd(0.1, 10, 0.9, 0.9, "sgd_a"), "b": make_sgd(0.1, 10, 0.9, 0.9, "sgd_b")}
-    grouped = GroupedSGD(groups, lambda v: "a" if v.name.startswith("a") else "b", 0.0, loss_scaling=True)
+    group_of = lambda v: "a" if v.name.startswith("a") else "b"  # noqa: E731
+    sgd = GroupedSGD({"a": 0.1, "b": 0.1}, group_of, 0.0, 10, 0.9, 0.9)
+    grouped = SegmentationOptimizer(sgd, loss_scaling=True)
     variables = [keras.Variable(np.ones(2, np.float32), name="a0"), keras.Variable(np.ones(2, np.float32),
                                                                                   name="b0")]
     grouped.build(variables)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -120,6 +121,31 @@ def test_resume_refuses_a_checkpoint_beyond_the_stage_and_a_damaged_one(tmp_path
     data.write_bytes(data.read_bytes()[:4])
     with pytest.raises(StageError, match=r"checkpoint .*ckpt-12 is damaged \(.+\); move .*checkpoints away"):
         resume(target, path, None, total_steps=12)
+
+
+def test_resume_refuses_a_checkpoint_of_the_per_group_optimizers(tmp_path):
+    """Checkpoints from before the one Keras SGD held an optimizer per learning-rate group ("backbone",
+    "head"); restoring one into the stage's "optimizer" would start the momentum buffers afresh unnoticed."""
+    import keras
+
+    from cpsl_tf.training.optim import GroupedSGD
+
+    weights = keras.Variable(np.ones(2, np.float32), name="w")
+    old_groups = {name: keras.optimizers.SGD(momentum=0.9, name=f"sgd_{name}")
+                  for name in ("backbone", "head")}
+    for optimizer in old_groups.values():
+        optimizer.build([weights])
+    folder = tmp_path / "warmup" / "checkpoints"
+    old = tf.train.Checkpoint(stage_step=tf.Variable(1, dtype=tf.int64), weights=weights, **old_groups)
+    path = tf.train.CheckpointManager(old, str(folder), max_to_keep=2).save(checkpoint_number=1)
+    sgd = GroupedSGD({"backbone": 0.1}, lambda v: "backbone", 0.0, 4, 0.9, 0.9)
+    sgd.build([weights])
+    state = {"weights": weights, "optimizer": sgd}
+    target = tf.train.Checkpoint(stage_step=tf.Variable(0, dtype=tf.int64), **state)
+    with pytest.raises(StageError, match=r"ckpt-1 holds no optimizer: it was written by an older version.*"
+                                         r"--stage warmup --force"):
+        resume(target, path, None, total_steps=4, state_names=state)
+    assert int(target.stage_step) == 0
 
 
 def test_a_truncated_training_checkpoint_is_named_as_damaged(trained_run, tiny_bench, tmp_path, capsys):

@@ -18,14 +18,14 @@ import tensorflow as tf
 from cpsl_tf.config import load_config, shrink
 from cpsl_tf.cpsl.model import CPSLModel
 from cpsl_tf.models.segmenter import build_segmenter
-from cpsl_tf.training.optim import GroupedSGD, make_sgd
+from cpsl_tf.training.optim import GroupedSGD, SegmentationOptimizer
 from cpsl_tf.training.warmup import build_segmentation_optimizer
 
 
-def _grouped(accumulation: int, total_steps: int = 4) -> GroupedSGD:
-    groups = {"a": make_sgd(0.1, total_steps, 0.9, 0.9, "sgd_a", accumulation),
-              "b": make_sgd(1.0, total_steps, 0.9, 0.9, "sgd_b", accumulation)}
-    return GroupedSGD(groups, lambda v: "a" if v.name.startswith("a") else "b", weight_decay=0.01)
+def _grouped(accumulation: int, total_steps: int = 4) -> SegmentationOptimizer:
+    sgd = GroupedSGD({"a": 0.1, "b": 1.0}, lambda v: "a" if v.name.startswith("a") else "b", 0.01,
+                     total_steps, 0.9, 0.9, accumulation)
+    return SegmentationOptimizer(sgd)
 
 
 def test_grouped_sgd_accumulates_and_counts_optimizer_steps():
@@ -46,15 +46,14 @@ def test_grouped_sgd_accumulates_and_counts_optimizer_steps():
         np.testing.assert_allclose(a.numpy(), f.numpy(), rtol=1e-6, atol=1e-6)
     # Poly decay over 4 optimizer steps: a schedule counting micro-batches would have used lr(2) in the
     # second update instead of lr(1) and the weights above would differ.
-    assert int(k2.groups["a"].iterations) == 2 and int(k1.groups["a"].iterations) == 2
-    assert float(k2.groups["a"].learning_rate) == pytest.approx(float(k1.groups["a"].learning_rate))
+    assert int(k2.optimizer.iterations) == 2 and int(k1.optimizer.iterations) == 2
+    assert k2.sgd.learning_rates()["a"] == pytest.approx(k1.sgd.learning_rates()["a"])
     assert not np.allclose(accumulated[0].numpy(), start[0])
 
 
-def test_unequal_accumulation_is_refused():
-    groups = {"a": make_sgd(0.1, 4, 0.9, 0.9, "x", 2), "b": make_sgd(0.1, 4, 0.9, 0.9, "y", 1)}
-    with pytest.raises(ValueError, match="different step counts"):
-        GroupedSGD(groups, lambda v: "a", 0.0)
+def test_accumulation_below_one_is_refused():
+    with pytest.raises(ValueError, match="must be >= 1"):
+        GroupedSGD({"a": 0.1}, lambda v: "a", 0.0, 4, 0.9, 0.9, accumulation_steps=0)
 
 
 def _batch(rng, size: int):
@@ -78,7 +77,7 @@ def _cpsl_model(cfg, accumulation: int, init, prototypes, distribution):
             layer.trainable = False  # inference-mode BN: the loss does not couple the images of a batch
     model = CPSLModel(student, teacher, prototypes, distribution, cfg.cpsl)
     model.use_optimizer(build_segmentation_optimizer(cfg, 1e-2, 1e-1, 10, model.trainable_for_step, 1e-1))
-    model.compile(optimizer=model.grouped.groups["backbone"])
+    model.compile(optimizer=model.grouped.optimizer)
     return model
 
 
@@ -109,4 +108,4 @@ def test_cpsl_micro_batches_give_the_full_batch_update():
     # One EMA update per optimizer step, not per micro-batch.
     for a, b in zip(micro.teacher.weights, full.teacher.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-5, atol=2e-6, err_msg=a.path)
-    assert int(micro.grouped.groups["backbone"].iterations) == 1
+    assert int(micro.grouped.optimizer.iterations) == 1

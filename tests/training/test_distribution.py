@@ -150,7 +150,7 @@ def _run(mode: str, out_dir: Path) -> None:
         model = CPSLModel(student, teacher, prototypes, distribution, cfg.cpsl)
         model.use_optimizer(build_segmentation_optimizer(cfg, 1e-3, 1e-2, 100, model.trainable_for_step,
                                                          1e-2))
-        model.compile(optimizer=model.grouped.groups["backbone"])
+        model.compile(optimizer=model.grouped.optimizer)
     batch = _official_global_batch(cfg) if official else _global_batch()
     data = tf.data.Dataset.from_tensors(batch).repeat()
     if mode == "multi_worker":

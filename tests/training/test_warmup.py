@@ -49,7 +49,7 @@ def test_source_only_step_is_sgd_with_two_learning_rates_and_coupled_decay(cfg):
     before = [v.numpy() for v in segmenter.trainable_variables]
     trainer = SupervisedSegmentation(segmenter, build_segmentation_optimizer(
         cfg, LR, HEAD_LR, 100, segmenter.trainable_variables))
-    trainer.compile(optimizer=trainer.grouped.groups["backbone"])
+    trainer.compile(optimizer=trainer.grouped.optimizer)
     history = trainer.fit(tf.data.Dataset.from_tensors(batch), epochs=1, steps_per_epoch=1, verbose=0).history
     assert history["loss_src"][0] == pytest.approx(float(expected_loss), rel=1e-5)
     # First SGD step with momentum: w <- w - lr * (g + decay * w); lr by group.
@@ -76,7 +76,7 @@ def test_adversarial_step_losses_follow_the_ls_gan_definitions(cfg):
     disc_optimizer.build(discriminator.trainable_variables)
     trainer = AdversarialWarmup(segmenter, discriminator, build_segmentation_optimizer(
         cfg, LR, HEAD_LR, 100, segmenter.trainable_variables), disc_optimizer, adversarial_weight=0.01)
-    trainer.compile(optimizer=trainer.grouped.groups["backbone"])
+    trainer.compile(optimizer=trainer.grouped.optimizer)
     history = trainer.fit(tf.data.Dataset.from_tensors(batch), epochs=1, steps_per_epoch=1, verbose=0).history
     assert history["loss_adv"][0] == pytest.approx(expected_adv, rel=1e-4)
     assert history["loss_disc"][0] == pytest.approx(expected_disc, rel=1e-4)
