@@ -96,9 +96,8 @@ def test_the_circle_finder_finds_a_circle():
 
 
 def test_the_method_imports_nothing_of_the_training_machinery():
-    """``cpsl_tf.cpsl`` (the method) reaches the optimiser through an interface, not ``cpsl_tf.training``.
-    Expected to fail until ``cpsl/model.py`` stops importing ``training/optim`` (helper h2's part
-    of issue 17)."""
+    """``cpsl_tf.cpsl`` (the method) reaches the optimiser through an interface
+    (``cpsl_tf.gradients.StepOptimizer``), not ``cpsl_tf.training``."""
     offending = {module: sorted(t for t in targets if t.startswith("cpsl_tf.training"))
                  for module, targets in import_graph().items() if module.startswith("cpsl_tf.cpsl")}
     assert {module: targets for module, targets in offending.items() if targets} == {}
