@@ -45,8 +45,8 @@ def main() -> int:
                      "gflops": gflops,
                      "cost_vs_teacher": None if reference_gflops is None else gflops / reference_gflops})
         ratio = "-" if reference_gflops is None else f"1/{reference_gflops / gflops:.1f}"
-        lines.append(f"| {network} | {size[0]}x{size[1]} | {model.count_params() / 1e6:.2f} M | {gflops:.4g} | "
-                     f"{ratio} |")
+        params = f"{model.count_params() / 1e6:.2f} M"
+        lines.append(f"| {network} | {size[0]}x{size[1]} | {params} | {gflops:.4g} | {ratio} |")
         print(lines[-1], flush=True)
         return gflops
 
