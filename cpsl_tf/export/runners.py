@@ -113,7 +113,6 @@ class OpenCvDnnRunner(Runner):
         self._read_manifest(path, manifest)
         self.net = cv2.dnn.readNetFromONNX(str(self.path))
         self.output_names = list(self.net.getUnconnectedOutLayersNames())
-        self.version = cv2.__version__
 
     def __call__(self, batch: np.ndarray) -> dict:
         batch = self.check_batch(batch)

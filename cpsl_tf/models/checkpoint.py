@@ -129,19 +129,25 @@ def load_segmenter(path: str | Path, num_classes: int | None = None) -> tuple[ke
     return model, meta
 
 
+def build_architecture(architecture: dict, num_classes: int, **options) -> keras.Model:
+    """The network a sidecar's ``architecture`` names (``{"name": ..., <builder arguments>}``), with
+    builder ``options`` such as ``imagenet_weights``."""
+    arguments = {key: value for key, value in architecture.items() if key != "name"}
+    return ARCHITECTURES[architecture["name"]](num_classes, **arguments, **options)
+
+
 def _build(meta: dict, sidecar: Path) -> tuple[keras.Model, str]:
     """The network a sidecar describes, and its description for messages."""
     architecture = meta.get("architecture")
     if architecture is not None:
-        arguments = dict(architecture)
-        name = arguments.pop("name", None)
-        if name not in ARCHITECTURES:
-            raise CheckpointError(f"{sidecar}: architecture {name!r} is unknown; expected one of "
-                                  f"{', '.join(ARCHITECTURES)}")
+        if architecture.get("name") not in ARCHITECTURES:
+            raise CheckpointError(f"{sidecar}: architecture {architecture.get('name')!r} is unknown; "
+                                  f"expected one of {', '.join(ARCHITECTURES)}")
         try:
-            return ARCHITECTURES[name](meta["num_classes"], **arguments), f"{name} network"
+            model = build_architecture(architecture, meta["num_classes"])
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{sidecar}: architecture {architecture} cannot be built ({err})") from err
+        return model, f"{architecture['name']} network"
     try:
         model_cfg = ModelConfig(**meta["model"])
     except TypeError as err:

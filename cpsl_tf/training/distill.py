@@ -33,8 +33,7 @@ from cpsl_tf.data.pipeline import make_training_dataset
 from cpsl_tf.data.replay import replay_to_strong
 from cpsl_tf.gradients import pass_by_pass_gradients
 from cpsl_tf.labels import IGNORE_INDEX
-from cpsl_tf.models.checkpoint import load_segmenter
-from cpsl_tf.models.lraspp import build_lraspp_student
+from cpsl_tf.models.checkpoint import build_architecture, load_segmenter
 from cpsl_tf.resize import resize_bilinear
 from cpsl_tf.training.adapt import CPSL
 from cpsl_tf.training.builders import (
@@ -135,9 +134,8 @@ def new_student_network(cfg: Config) -> keras.Model:
     if architecture is None:
         return new_segmenter(cfg)
     try:
-        return build_lraspp_student(cfg.data.num_classes, width=architecture["width"],
-                                    head_channels=architecture["head_channels"],
-                                    imagenet_weights=cfg.model.imagenet_weights, name="student")
+        return build_architecture(architecture, cfg.data.num_classes,
+                                  imagenet_weights=cfg.model.imagenet_weights, name="student")
     except Exception as err:  # a width without ImageNet weights, or a failed download, named with the fix
         raise StageError(f"distill.student={cfg.distill.student} with model.imagenet_weights="
                          f"{cfg.model.imagenet_weights}: {err}. ImageNet weights are downloaded by "
