@@ -78,7 +78,9 @@ BOUNDS: dict[str, Bound] = {
     "distill.student_width": POSITIVE, "distill.student_head_channels": at_least(1),
     "eval.batch_size": at_least(1), "eval.report_subsets": at_least(1),
     "export.opset": Bound(7, 21), "export.height": at_least(1), "export.width": at_least(1),
-    "export.max_abs_logit_diff": NON_NEGATIVE, "export.min_argmax_agreement": PROBABILITY,
+    "export.max_abs_logit_diff": NON_NEGATIVE,
+    # Above 1e-3 of the logits' scale the gate would no longer tell a summation order from a wrong op.
+    "export.max_relative_logit_diff": Bound(0, 1e-3), "export.min_argmax_agreement": PROBABILITY,
     "export.min_second_runtime_agreement": PROBABILITY,
     "export.calibration_images": at_least(1),
 }

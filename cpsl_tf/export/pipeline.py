@@ -102,7 +102,7 @@ def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_sam
             twin_path.unlink()
     parity = float32_gate(measure(keras_runner, OnnxRunner(onnx_path), eval_samples,
                                   batch_size=options.batch_size, logits_candidate=logits_twin),
-                          cfg.max_abs_logit_diff, cfg.min_argmax_agreement)
+                          cfg.max_abs_logit_diff, cfg.min_argmax_agreement, cfg.max_relative_logit_diff)
     if problems:
         parity["failures"] = parity["failures"] + problems
         parity["passed"] = False
