@@ -5,13 +5,13 @@ classes, at input resolution), ``max_abs_reference_logit`` (the largest |logit| 
 images), ``argmax_agreement`` (fraction of pixels whose class agrees),
 ``miou_keras`` and ``miou_onnx`` (same labelled evaluation set; each runner's class map, brought to the
 label with the nearest rule, scored by the one evaluation loop ``cpsl_tf.evaluation.evaluate.evaluate``).
-Gates: float32 ``max_abs_logit_diff <= atol + rtol * max_abs_reference_logit`` (1e-4 and 1e-5 by default)
+Gates: float32 ``max_abs_logit_diff <= atol + rtol * max_abs_reference_logit`` (1e-4 and 1e-4 by default)
 and ``argmax_agreement >= 0.9999``; reduced precision is gated on the mIoU drop instead.
 
-Why a relative term: a runtime that sums in another order (or an export that splits a reduction, as
-``export.portable`` does) changes each float32 result by a few units in the last place *of the values summed*,
-so the difference grows with the logits' scale. An untrained ResNet-101 at 1024x2048 has logits in the
-tens and differs by ~1.5e-4 for that reason alone; a wrong op differs by the logits' own size.
+Why the relative term: float32 itself cannot promise less. ``benchmarks/float32_noise.py`` runs the same
+weights in float64: DeepLab-v2 R101 at 1024x2048 (random initialisation, max |logit| 2.6) is 1.44e-4 from
+its own float64 self in Keras, and its ONNX export 1.46e-4 from Keras; an absolute 1e-4 failed it for
+rounding alone. A wrong op moves logits by their own scale, 10^4 times the bound.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def logit_tolerance(max_abs_reference_logit: float, max_abs_logit_diff: float,
 
 
 def float32_gate(report: dict, max_abs_logit_diff: float = 1e-4, min_argmax_agreement: float = 0.9999,
-                 max_relative_logit_diff: float = 1e-5) -> dict:
+                 max_relative_logit_diff: float = 1e-4) -> dict:
     """Add ``gates`` and ``passed`` to a float32 parity report."""
     tolerance = logit_tolerance(report.get("max_abs_reference_logit", 0.0), max_abs_logit_diff,
                                 max_relative_logit_diff)
@@ -136,7 +136,8 @@ def float32_gate(report: dict, max_abs_logit_diff: float = 1e-4, min_argmax_agre
     if report["max_abs_logit_diff"] is None or report["max_abs_logit_diff"] > tolerance:
         failures.append(f"max |logit diff| {report['max_abs_logit_diff']} > {tolerance:.3g} "
                         f"({max_abs_logit_diff:g} + {max_relative_logit_diff:g} x max |logit| "
-                        f"{report.get('max_abs_reference_logit', 0.0):.3g})")
+                        f"{report.get('max_abs_reference_logit', 0.0):.3g}; benchmarks/float32_noise.py "
+                        "measures the network's own float32 rounding)")
     if report.get("non_finite_logits"):
         failures.append("non-finite logits (NaN or infinity) in the Keras or the exported model")
     if report["argmax_agreement"] < min_argmax_agreement:
