@@ -166,7 +166,9 @@ BY_NAME = {cell.name: cell for cell in CELLS}
 PARTITION_CELLS = ("cpsl_paper_long", "equal_partition_long")
 
 
-def _train(config: Path, overrides: list[str], run_dir: Path, stage: str | None, log: Path) -> None:
+def run_train_process(config: Path, overrides: list[str], run_dir: Path, stage: str | None,
+                      log: Path) -> None:
+    """``scripts/train.py`` in its own process (one stage, or every stage), its output appended to ``log``."""
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(config),
                "--run-dir", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
     if stage:
@@ -176,7 +178,8 @@ def _train(config: Path, overrides: list[str], run_dir: Path, stage: str | None,
         subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, check=True)
 
 
-def _link(shared: Path, run_dir: Path, stage: str) -> None:
+def link_stage(shared: Path, run_dir: Path, stage: str) -> None:
+    """Make ``run_dir/stage`` a link to ``shared/stage`` (kept when it exists)."""
     target = run_dir / stage
     if not target.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +193,7 @@ def prepare_shared(seed: int, config: Path, extra: list[str], layout: Layout, ba
     for stage in ("warmup", "pseudo"):
         if not RunLayout(shared).stage(stage).done.exists():
             overrides = [f"train.seed={seed}"] + layout.overrides() + BASE_CELL[base].settings(layout) + extra
-            _train(config, overrides, shared, stage, shared.with_suffix(".log"))
+            run_train_process(config, overrides, shared, stage, shared.with_suffix(".log"))
     return shared
 
 
@@ -218,12 +221,12 @@ def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layo
         shared = prepare_shared(seed, config, extra, layout, cell.base)
         own_pseudo = changes_pseudo_stage(cell, config, seed_set, layout)
         for stage in ("warmup",) if own_pseudo else ("warmup", "pseudo"):
-            _link(shared, run_dir, stage)
+            link_stage(shared, run_dir, stage)
         if own_pseudo:  # e.g. the official prototypes: the shared pseudo-label stage does not apply
-            _train(config, seed_set + cell.settings(layout), run_dir, "pseudo", log)
-        _train(config, seed_set + cell.settings(layout), run_dir, "cpsl", log)
+            run_train_process(config, seed_set + cell.settings(layout), run_dir, "pseudo", log)
+        run_train_process(config, seed_set + cell.settings(layout), run_dir, "cpsl", log)
     else:
-        _train(config, seed_set + cell.settings(layout), run_dir, "warmup", log)
+        run_train_process(config, seed_set + cell.settings(layout), run_dir, "warmup", log)
     return _cell_results(cell, [seed], layout)[seed]
 
 

@@ -8,6 +8,11 @@ Per image: <name>_classes.png (train ids, or Cityscapes label ids with --label-i
 Every backend uses the same preprocessing (cpsl_tf.export.preprocess); class maps are resized back to
 each input's size with the nearest rule.
 
+At the end it prints what the model costs per frame on this machine: the median milliseconds of the model
+call (Keras, ONNX Runtime or TensorRT at the model's input size, batch 1) and the frames per second that
+makes, with the first call apart (it includes warm-up: tracing, session and allocator start); and the
+end-to-end rate with reading, resizing and writing.
+
 A checkpoint is fed at the input size of the run that trained it (the run folder's config.json, else the
 sidecar's input_size, else 1024x2048); --size overrides it. Exported models carry their own size. The size
 used is printed.
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -199,10 +205,36 @@ def read_image(path: Path, max_pixels: int):
     return rgb
 
 
+class FrameTimes:
+    """Wall times of the model calls and of whole frames (read, preprocess, model, write)."""
+
+    def __init__(self):
+        self.model_seconds: list[float] = []
+        self.frame_seconds: list[float] = []
+
+    def summary(self) -> str:
+        import numpy as np
+
+        if not self.model_seconds:
+            return "timing: no frame was processed"
+        first = 1000 * self.model_seconds[0]
+        if len(self.model_seconds) == 1:
+            return (f"timing: 1 frame, model {first:.1f} ms including warm-up (give more frames for a "
+                    "steady-state rate)")
+        steady = 1000 * float(np.median(self.model_seconds[1:]))
+        text = (f"timing: model {steady:.1f} ms/frame median ({1000 / steady:.1f} FPS) over "
+                f"{len(self.model_seconds) - 1} frames after the first ({first:.1f} ms, warm-up)")
+        if len(self.frame_seconds) > 1:
+            end_to_end = float(np.median(self.frame_seconds[1:]))
+            text += f"; end to end with reading, resizing and writing {1 / end_to_end:.1f} frames/s"
+        return text
+
+
 class Predictor:
     def __init__(self, runner, args):
         self.runner = runner
         self.args = args
+        self.times = FrameTimes()
 
     def class_map(self, rgb, source: Path | None = None):
         """The class map of ``rgb`` at its size; :class:`ModelError` when the model fails or predicts a class
@@ -211,10 +243,12 @@ class Predictor:
 
         batch = to_model_input(rgb, self.runner.input_size, self.runner.align_corners)[None]
         where = f" on {source}" if source is not None else ""
+        start = time.perf_counter()
         try:
             out = self.runner(batch)
         except Exception as err:  # a model that fails on a valid batch is broken
             raise ModelError(f"{self.args.model}: the model failed{where} ({_first_line(err)})") from None
+        self.times.model_seconds.append(time.perf_counter() - start)
         check_outputs(out, self.runner.num_classes, self.args.model, where)
         return class_map_to_size(out["class_map"][0], rgb.shape[:2])
 
@@ -256,6 +290,7 @@ def predict_image(predictor: Predictor, path: Path, out: Path) -> None:
 
     from cpsl_tf.export.visualize import class_map_png
 
+    start = time.perf_counter()
     rgb = read_image(path, predictor.args.max_pixels)
     class_map = predictor.class_map(rgb, path)
     write_png(out / f"{path.stem}_classes.png",
@@ -263,6 +298,7 @@ def predict_image(predictor: Predictor, path: Path, out: Path) -> None:
     if not predictor.args.no_overlay:
         write_png(out / f"{path.stem}_overlay.png",
                   cv2.cvtColor(predictor.visual(rgb, class_map), cv2.COLOR_RGB2BGR))
+    predictor.times.frame_seconds.append(time.perf_counter() - start)
 
 
 def predict_video(predictor: Predictor, path: Path, out: Path) -> int:
@@ -286,6 +322,7 @@ def predict_video(predictor: Predictor, path: Path, out: Path) -> int:
     with atomic_path(out / f"{path.stem}_overlay.mp4") as tmp:
         try:
             while True:
+                start = time.perf_counter()
                 ok, bgr = capture.read()
                 if not ok:
                     break
@@ -300,6 +337,7 @@ def predict_video(predictor: Predictor, path: Path, out: Path) -> int:
                     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                              (visual.shape[1], visual.shape[0]))
                 writer.write(visual)
+                predictor.times.frame_seconds.append(time.perf_counter() - start)
                 frames += 1
         finally:
             capture.release()
@@ -336,6 +374,7 @@ def predict(args) -> int:
                 raise
             print(f"skipped: {err}", file=sys.stderr)
             skipped += 1
+    print(predictor.times.summary())
     if skipped:
         print(f"{skipped} of {len(paths)} inputs skipped (named above)", file=sys.stderr)
         return 1

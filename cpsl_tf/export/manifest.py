@@ -4,12 +4,13 @@ The manifest says how to feed the model (input shape, layout, normalisation), wh
 palette, output kind), how it was made (opset, precision, source checkpoint with its SHA-256, ``tools`` with
 their versions, ``created``, ``command``) and how well it matches Keras (``parity`` with
 ``max_abs_logit_diff``, ``argmax_agreement``, ``miou_keras``, ``miou_onnx``) on which images
-(``evaluation_data``). Checks outside the project read these keys; keep their names.
+(``evaluation_data``), and which network it is (``network``: name, sizing settings and parameters; for a
+distilled network ``distilled_from``, its teacher's stage, network and weights' SHA-256, recursively).
+Checks outside the project read these keys; keep their names.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import shlex
@@ -17,19 +18,11 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cpsl_tf.io_utils import atomic_write_json
+from cpsl_tf.io_utils import atomic_write_json, sha256_file
 from cpsl_tf.labels import palette
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def input_shape(layout: str, height: int, width: int) -> list:
@@ -53,6 +46,7 @@ def make_manifest(*, artefact: str | Path, kind: str, precision: str, height: in
                   layout: str, output: str, argmax_dtype: str, class_names, input_mean, input_std,
                   opset: int | None, checkpoint: str | Path | None, align_corners: bool,
                   evaluation_data: dict | None = None, parity: dict | None = None,
+                  network: dict | None = None, distilled_from: dict | None = None,
                   extra: dict | None = None) -> dict:
     """Everything a consumer needs to run ``artefact`` and trust its outputs: how it was made (tools, time,
     command) and on which images (``evaluation_data``: dataset, root and split, or folders, and the number of
@@ -99,6 +93,8 @@ def make_manifest(*, artefact: str | Path, kind: str, precision: str, height: in
         "source_checkpoint": str(checkpoint) if checkpoint else None,
         "source_checkpoint_sha256": (sha256_file(checkpoint) if checkpoint and Path(checkpoint).is_file()
                                      else None),
+        "network": network,
+        "distilled_from": distilled_from,
         "parity": parity,
     }
     if extra:

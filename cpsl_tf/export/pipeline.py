@@ -39,6 +39,7 @@ from cpsl_tf.export.parity import (
 from cpsl_tf.export.runners import KerasRunner, OnnxRunner
 from cpsl_tf.export.tensorrt_build import EngineSpec, build_engine_script
 from cpsl_tf.io_utils import atomic_write_bytes, atomic_write_text, current_umask
+from cpsl_tf.models.checkpoint import describe_network
 
 
 @dataclass
@@ -69,7 +70,9 @@ def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_sam
                   input_mean=model_cfg.get("input_mean", [0.0] * 3),
                   input_std=model_cfg.get("input_std", [1.0] * 3),
                   opset=cfg.opset, checkpoint=checkpoint, align_corners=align_corners,
-                  evaluation_data={**(evaluation_data or {}), "images": len(eval_samples)})
+                  evaluation_data={**(evaluation_data or {}), "images": len(eval_samples)},
+                  network={**describe_network(meta), "params": int(model.count_params())},
+                  distilled_from=meta.get("distilled_from"))
 
     onnx_path = out / "model.onnx"
     proto = export_onnx(model, onnx_path, height=cfg.height, width=cfg.width, layout=cfg.layout,

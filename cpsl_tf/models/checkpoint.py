@@ -136,6 +136,16 @@ def build_architecture(architecture: dict, num_classes: int, **options) -> keras
     return ARCHITECTURES[architecture["name"]](num_classes, **arguments, **options)
 
 
+def describe_network(meta: dict) -> dict:
+    """The network a sidecar describes, by name and the settings that size it (for manifests and logs)."""
+    architecture = meta.get("architecture")
+    if architecture is not None:
+        return dict(architecture)
+    model = meta["model"] if isinstance(meta["model"], dict) else dataclasses.asdict(meta["model"])
+    return {"name": f"deeplabv2_{model['backbone']}",
+            **{key: model[key] for key in ("backbone", "base_width", "head_channels") if key in model}}
+
+
 def _build(meta: dict, sidecar: Path) -> tuple[keras.Model, str]:
     """The network a sidecar describes, and its description for messages."""
     architecture = meta.get("architecture")

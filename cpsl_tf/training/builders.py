@@ -14,8 +14,16 @@ import keras
 from cpsl_tf.config import Config
 from cpsl_tf.cpsl.head import SELF_LABELING_PREFIX
 from cpsl_tf.evaluation.evaluate import evaluate_model
+from cpsl_tf.io_utils import sha256_file
 from cpsl_tf.labels import class_names
-from cpsl_tf.models.checkpoint import NORMALISATION, CheckpointError, load_segmenter, sidecar_path
+from cpsl_tf.models.checkpoint import (
+    NORMALISATION,
+    CheckpointError,
+    describe_network,
+    load_segmenter,
+    read_checkpoint_meta,
+    sidecar_path,
+)
 from cpsl_tf.models.resnet import load_imagenet_backbone
 from cpsl_tf.models.segmenter import build_segmenter, is_head_variable, output_size
 from cpsl_tf.training.optim import GroupedSGD, SegmentationOptimizer
@@ -64,10 +72,12 @@ def new_segmenter(cfg: Config) -> keras.Model:
     return segmenter
 
 
-def checkpoint_meta(cfg: Config, stage: Stage, architecture: dict | None = None) -> dict:
+def checkpoint_meta(cfg: Config, stage: Stage, architecture: dict | None = None,
+                    distilled_from: dict | None = None) -> dict:
     """The sidecar of a stage's network; ``fingerprint`` lets the stages that load it check it was trained
     under their config; ``input_size`` (H, W) feeds it in evaluate and predict away from its run folder;
-    ``architecture`` names a network other than the model section's (see ``models.checkpoint``)."""
+    ``architecture`` names a network other than the model section's (see ``models.checkpoint``);
+    ``distilled_from`` describes the teacher of a distilled network (:func:`teacher_record`)."""
     meta = {"model": cfg.model, "num_classes": cfg.data.num_classes,
             "class_names": list(class_names(cfg.data.num_classes)), "stage": stage.name, "config": cfg.name,
             "fingerprint": stage.fingerprint(cfg), "input_size": list(cfg.data.target_size)}
@@ -75,7 +85,20 @@ def checkpoint_meta(cfg: Config, stage: Stage, architecture: dict | None = None)
         mean, std = NORMALISATION[architecture["name"]]
         meta["model"] = dataclasses.replace(cfg.model, input_mean=list(mean), input_std=list(std))
         meta["architecture"] = architecture
+    if distilled_from is not None:
+        meta["distilled_from"] = distilled_from
     return meta
+
+
+def teacher_record(ctx: RunContext, stage: Stage) -> dict:
+    """What a distilled network's sidecar says of its teacher, the network ``stage`` left: the stage, the
+    network, the SHA-256 of its weights and, when the teacher was itself distilled, its own teacher."""
+    path = ctx.layout.stage(stage.name).model
+    meta = read_checkpoint_meta(path)
+    record = {"stage": stage.name, "network": describe_network(meta), "weights_sha256": sha256_file(path)}
+    if "distilled_from" in meta:
+        record["distilled_from"] = meta["distilled_from"]
+    return record
 
 
 def load_stage_model(ctx: RunContext, stage: Stage) -> keras.Model:

@@ -41,6 +41,7 @@ from cpsl_tf.training.builders import (
     build_segmentation_optimizer,
     load_stage_model,
     new_segmenter,
+    teacher_record,
 )
 from cpsl_tf.training.inputs import StageSamples
 from cpsl_tf.training.optim import SegmentationOptimizer
@@ -192,7 +193,8 @@ def run_distill_stage(ctx: RunContext, round_index: int) -> dict | None:
                                          cfg.train.seed + round_index, start_batch=start_batch)
 
         return StageTraining(trainer, student, {"student": student, "optimizer": grouped.optimizer},
-                             make_dataset, d.iterations, architecture=student_architecture(cfg))
+                             make_dataset, d.iterations, architecture=student_architecture(cfg),
+                             distilled_from=teacher_record(ctx, previous))
 
     return train_stage(ctx, stage, cfg.train.seed + round_index, build)
 

@@ -35,6 +35,7 @@ class StageTraining:
     diagnostics: Callable[[], dict] | None = None  # numbers added to each periodic evaluation
     finish: Callable[[], dict] | None = None  # after the network is saved: more outputs; result entries
     architecture: dict | None = None  # names the network in its sidecar when it is not the model section's
+    distilled_from: dict | None = None  # the teacher of a distilled network (builders.teacher_record)
 
 
 def train_stage(ctx: RunContext, stage: Stage, seed: int,
@@ -55,6 +56,6 @@ def train_stage(ctx: RunContext, stage: Stage, seed: int,
                   evaluation if with_labels else None, log_every=cfg.train.log_every,
                   fingerprint=stage.fingerprint(cfg))
     save_model_checkpoint(training.network, ctx.layout.stage(stage.name).model,
-                          checkpoint_meta(cfg, stage, training.architecture))
+                          checkpoint_meta(cfg, stage, training.architecture, training.distilled_from))
     entries = training.finish() if training.finish is not None else {}
     return {**evaluation.final(), **entries} if with_labels else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import cv2
 import numpy as np
@@ -52,7 +53,7 @@ def test_export_script_fails_loudly_without_images(exported, capsys):
     assert "needs target images" in capsys.readouterr().err
 
 
-def test_checkpoint_and_onnx_give_the_same_maps_on_images_and_video(exported):
+def test_checkpoint_and_onnx_give_the_same_maps_on_images_and_video(exported, capsys):
     root, checkpoint, images, out, _ = exported
     video = root / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (72, 40))
@@ -67,6 +68,13 @@ def test_checkpoint_and_onnx_give_the_same_maps_on_images_and_video(exported):
         assert predict.main(["--model", str(model_path), str(images), str(video), "--out", str(target),
                              "--size", "32", "48", "--video-maps", "--alpha", "0.3"]) == 0
         results[backend] = target
+        # 2 images + 3 frames: the first call is warm-up, the median of the other 4 is the rate.
+        timing = re.search(r"model ([0-9.]+) ms/frame median \(([0-9.]+) FPS\) over 4 frames after the first "
+                           r"\(([0-9.]+) ms, warm-up\); end to end .* ([0-9.]+) frames/s",
+                           capsys.readouterr().out)
+        assert timing, backend
+        milliseconds, fps = float(timing[1]), float(timing[2])
+        assert fps > 0 and abs(1000 / fps - milliseconds) <= 0.05 + 0.01 * milliseconds  # printed rounding
     keras_maps = sorted(results["keras"].glob("*_classes.png"))
     assert len(keras_maps) == 2 + 3
     for path in keras_maps:

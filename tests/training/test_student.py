@@ -68,26 +68,29 @@ def test_cross_architecture_step_lowers_its_loss(student_run):
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
-def test_student_export_passes_the_gates(student_run, tmp_path):
-    from cpsl_tf.export.onnx_export import export_onnx
-    from cpsl_tf.export.parity import float32_gate, measure
-    from cpsl_tf.export.runners import KerasRunner, OnnxRunner
+def test_student_export_passes_the_gates_and_records_both_networks(student_run, tmp_path):
+    from cpsl_tf.config import ExportConfig
+    from cpsl_tf.data import datasets
+    from cpsl_tf.export.pipeline import ExportOptions, export_model
+    from cpsl_tf.io_utils import sha256_file
 
     cfg, run, _ = student_run
     student, meta = load_segmenter(run / "distill1" / "model.weights.h5")
-    path = tmp_path / "student.onnx"
-    export_onnx(student, path, height=64, width=128, output="logits")
-    from cpsl_tf.export.manifest import make_manifest, manifest_path, write_manifest
-
-    manifest = make_manifest(artefact=path, kind="onnx", precision="float32", height=64, width=128,
-                             layout="nhwc", output="logits", argmax_dtype="uint8",
-                             class_names=meta["class_names"], input_mean=meta["model"]["input_mean"],
-                             input_std=meta["model"]["input_std"], opset=17, checkpoint=None,
-                             align_corners=True)
-    write_manifest(manifest_path(path), manifest)
-    from cpsl_tf.data import datasets
-
     samples = datasets.list_samples("cityscapes", cfg.data.target_root, "val", 19)
-    report = float32_gate(measure(KerasRunner(student, meta, (64, 128)), OnnxRunner(path), samples))
-    assert report["passed"], report["failures"]
-    assert json.loads(manifest_path(path).read_text())["input"]["shape"] == ["batch", 64, 128, 3]
+    calibration = datasets.list_samples("cityscapes", cfg.data.target_root, "train", 19)
+    export_model(student, meta, tmp_path, ExportConfig(height=64, width=128), samples, calibration,
+                 ExportOptions(int8=True, fp16=True, max_int8_miou_drop=1.0, max_fp16_miou_drop=1.0),
+                 log=lambda *_: None)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["parity"]["passed"], manifest["parity"]["failures"]
+    assert manifest["input"]["shape"] == ["batch", 64, 128, 3]
+    assert manifest["normalisation"]["mean"] == [0.5] * 3
+    assert manifest["network"] == {"name": "lraspp_mobilenet_v3_large", "width": 0.35, "head_channels": 16,
+                                   "params": student.count_params()}
+    teacher = manifest["distilled_from"]
+    assert teacher["stage"] == "cpsl" and teacher["network"]["name"] == f"deeplabv2_{cfg.model.backbone}"
+    assert teacher["weights_sha256"] == sha256_file(run / "cpsl" / "model.weights.h5")
+    for name in ("model_int8", "model_fp16"):
+        reduced = json.loads((tmp_path / f"{name}.manifest.json").read_text())
+        assert reduced["parity"]["miou_drop"] is not None, name
+        assert reduced["network"] == manifest["network"] and reduced["distilled_from"] == teacher
