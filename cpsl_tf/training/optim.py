@@ -7,7 +7,9 @@ decays alike and one set of optimizer variables (momentums, iterations) serves a
 
 PyTorch's SGD adds ``weight_decay * w`` to the gradient (coupled L2) and keeps ``buf = m * buf + g;
 w -= lr * buf``. Keras' ``weight_decay`` is decoupled, so :meth:`GroupedSGD.apply` adds the decay to the
-gradients instead. Keras' velocity form ``v = m * v - lr * g; w += v`` equals PyTorch's update for a constant
+gradients instead. Under ``tf.distribute`` each replica's gradients are summed across replicas (the steps
+divide their losses by the replica count), so each replica adds 1/N of the decay: the sum is the decay once,
+not N times. Keras' velocity form ``v = m * v - lr * g; w += v`` equals PyTorch's update for a constant
 learning rate; under poly decay the two differ by the lr ratio of consecutive steps (< 1e-5 relative per
 step at 90k steps), which we accept and document.
 
@@ -70,6 +72,13 @@ def with_coupled_decay(grads: Sequence, variables: Sequence, weight_decay: float
     return [None if g is None else g + weight_decay * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
 
 
+def replicas_summed() -> int:
+    """How many replicas' gradients the optimizer will sum: the replica count in a replica context of a
+    distribution strategy, else 1."""
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else int(context.num_replicas_in_sync)
+
+
 class GroupedSGD(keras.optimizers.SGD):
     """SGD whose learning rate is poly decay over ``total_steps`` optimizer steps times the base rate of the
     variable's group (``group_rates`` by name; ``group_of`` maps a variable to its group's name), with coupled
@@ -106,7 +115,8 @@ class GroupedSGD(keras.optimizers.SGD):
 
     def apply(self, grads, trainable_variables=None):
         variables = self._trainable_variables if trainable_variables is None else trainable_variables
-        super().apply(with_coupled_decay(grads, variables, self.coupled_weight_decay), trainable_variables)
+        super().apply(with_coupled_decay(grads, variables, self.coupled_weight_decay / replicas_summed()),
+                      trainable_variables)
 
     def update_step(self, gradient, variable, learning_rate):
         rate = self._variable_rates[self._get_variable_index(variable)]

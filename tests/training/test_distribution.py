@@ -245,6 +245,14 @@ def test_two_workers_match_one_process(single, tmp_path):
     _assert_same_state(chief, single, "two workers vs one process")
 
 
+def test_coupled_weight_decay_enters_once_whatever_the_replica_count(tmp_path):
+    # Gradients are summed across replicas: a decay added by every replica would act twice on two.
+    _subprocess("decay", tmp_path)
+    result = dict(np.load(tmp_path / "decay.npz"))
+    np.testing.assert_allclose(result["single"], [0.9], rtol=1e-6)  # w - lr * wd * w
+    np.testing.assert_allclose(result["mirrored"], [0.9], rtol=1e-6)
+
+
 def test_official_preset_mirrored_equals_one_device(tmp_path):
     _subprocess("single-official,mirrored-official", tmp_path)
     single = dict(np.load(tmp_path / "single.npz"))
@@ -256,10 +264,41 @@ def test_official_preset_mirrored_equals_one_device(tmp_path):
     assert single["logs_loss_sl"] > 0 and single["logs_loss_reg"] > 0
 
 
+def _weight_decay_step(out_dir: Path) -> None:
+    """One GroupedSGD step with a zero loss (only the coupled decay acts) on one device and mirrored over
+    two: w = 1, lr 1, weight_decay 0.1, no momentum."""
+    sys.path.insert(0, str(REPO))
+    import keras
+    import tensorflow as tf
+
+    from cpsl_tf.training.optim import GroupedSGD
+
+    def one_step(strategy) -> np.ndarray:
+        with strategy.scope():
+            w = keras.Variable([1.0], name="w")
+            sgd = GroupedSGD({"all": 1.0}, lambda v: "all", weight_decay=0.1, total_steps=10, momentum=0.0,
+                             power=0.0)
+            sgd.build([w])
+
+        def replica():
+            with tf.GradientTape() as tape:
+                loss = 0.0 * tf.reduce_sum(w) / strategy.num_replicas_in_sync
+            sgd.apply(tape.gradient(loss, [w]), [w])
+
+        tf.function(lambda: strategy.run(replica))()
+        return np.asarray(w.numpy())
+
+    np.savez(out_dir / "decay.npz", single=one_step(tf.distribute.get_strategy()),
+             mirrored=one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])))
+
+
 if __name__ == "__main__":
     modes = sys.argv[1].split(",")
-    if any(m.startswith("mirrored") for m in modes):
+    if any(m.startswith("mirrored") or m == "decay" for m in modes):
         _split_cpu()
     for each in modes:
-        _run(each, Path(sys.argv[2]))
+        if each == "decay":
+            _weight_decay_step(Path(sys.argv[2]))
+        else:
+            _run(each, Path(sys.argv[2]))
 
