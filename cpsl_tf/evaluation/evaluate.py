@@ -38,7 +38,6 @@ from cpsl_tf.evaluation.table import report
 from cpsl_tf.labels import IGNORE_INDEX, PRED_FORMATS, map_labels
 from cpsl_tf.metrics import confusion_matrix
 from cpsl_tf.models.segmenter import inference_function
-from cpsl_tf.resize import resize_bilinear
 from cpsl_tf.user_paths import require_folder
 
 log = logging.getLogger(__name__)
@@ -50,16 +49,6 @@ _CITYSCAPES_BASENAME = re.compile(r"[A-Za-z]+(?:[-_][A-Za-z]+)*_\d{6}_\d{6}")
 
 class EvaluationError(UserError, ValueError):
     """Inputs that cannot be evaluated (no labels, missing or mismatched predictions)."""
-
-
-def preprocess_image(image: np.ndarray, image_size: Sequence[int] | None) -> tf.Tensor:
-    """uint8 RGB (H, W, 3) -> float32 [0, 1] resized to ``image_size``, as :func:`evaluate_model` feeds it
-    (one image; the report's predictions)."""
-    x = tf.convert_to_tensor(image, dtype=tf.uint8)
-    x = tf.cast(x, tf.float32) / 255.0
-    if image_size is not None and tuple(image.shape[:2]) != tuple(image_size):
-        x = resize_bilinear(x, tuple(int(v) for v in image_size), align_corners=True)
-    return x
 
 
 def _require_labels(samples: Sequence[datasets.Sample]) -> None:

@@ -74,10 +74,10 @@ def predict_class_map(model, image: np.ndarray, cfg: Config, label_shape: Sequen
     with the model's corner convention, argmax (the evaluation protocol). The network runs compiled, in
     the function the evaluation of the same model uses."""
     from cpsl_tf.evaluation.confusion import upsampled_class_map
-    from cpsl_tf.evaluation.evaluate import preprocess_image
+    from cpsl_tf.export.preprocess import to_model_input
     from cpsl_tf.models.segmenter import inference_function
 
-    x = preprocess_image(image, cfg.data.target_size)[np.newaxis]
+    x = to_model_input(image, tuple(cfg.data.target_size))[np.newaxis]
     logits = inference_function(model, cfg.data.target_size)(x)["logits"]
     size = (int(label_shape[0]), int(label_shape[1]))
     return np.asarray(upsampled_class_map(logits, size, cfg.model.align_corners)[0]).astype(np.uint8)
