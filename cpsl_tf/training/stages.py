@@ -20,7 +20,6 @@ import contextlib
 import functools
 import json
 import logging
-import re
 import secrets
 import shutil
 import time
@@ -203,21 +202,18 @@ def known_failure(err: Exception) -> str | None:
     loss), or ``None`` for anything else (a bug: its traceback is wanted).
 
     A file that cannot be read inside ``tf.data`` (``tf.numpy_function``) arrives as a TensorFlow error
-    whose long message embeds the Python exception; its last line names the file and is kept alone.
+    whose long message embeds the Python exception; :func:`cpsl_tf.data.pipeline.reader_failure` keeps its
+    last line, which names the file.
     """
     from cpsl_tf.data.datasets import DatasetError
+    from cpsl_tf.data.pipeline import reader_failure
     from cpsl_tf.data.pseudo_store import PseudoStoreError
     from cpsl_tf.models.checkpoint import CheckpointError
     from cpsl_tf.training.callbacks import NonFiniteLossError
 
     if isinstance(err, (DatasetError, PseudoStoreError, CheckpointError, NonFiniteLossError)):
         return str(err)
-    if type(err).__module__.startswith("tensorflow") and "PyFunc" in str(err):
-        raised = re.findall(r"^[\w.]*(?:DatasetError|PseudoStoreError|ValueError|KeyError): (.+)$", str(err),
-                            re.MULTILINE)
-        if raised:
-            return raised[-1]
-    return None
+    return reader_failure(err)
 
 
 def selected_stages(cfg: Config, only: str | None = None, start: str | None = None) -> list[str]:
