@@ -125,7 +125,8 @@ def student_architecture(cfg: Config) -> dict | None:
     d = cfg.distill
     if d.student == "teacher":
         return None
-    return {"name": d.student, "width": d.student_width, "head_channels": d.student_head_channels}
+    return {"name": d.student, "width": d.student_width, "head_channels": d.student_head_channels,
+            "bn_momentum": cfg.model.bn_momentum}
 
 
 def new_student_network(cfg: Config) -> keras.Model:

@@ -91,3 +91,19 @@ def test_save_and_load_give_the_same_logits(tmp_path):
 def test_imagenet_weights_only_for_the_published_widths():
     with pytest.raises(ValueError, match="widths"):
         build_lraspp_student(19, width=0.5, imagenet_weights=True)
+
+
+def test_every_batch_norm_moves_its_statistics_at_the_given_momentum():
+    # Keras' MobileNetV3 alone uses 0.999: a briefly trained student would evaluate with its initial
+    # statistics.
+    model = build_lraspp_student(3, width=0.5, head_channels=8, bn_momentum=0.75)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 30 and {layer.momentum for layer in norms} == {0.75}
+    head_bn = model.get_layer("lraspp_cbr_bn")
+    probe = keras.Model(model.input, head_bn.input)
+    x = np.random.default_rng(1).random((2, 64, 96, 3)).astype(np.float32)
+    batch_mean = np.asarray(probe(x, training=True)).mean(axis=(0, 1, 2))  # batch statistics upstream
+    before = np.asarray(head_bn.moving_mean)
+    model(x, training=True)
+    np.testing.assert_allclose(np.asarray(head_bn.moving_mean), 0.75 * before + 0.25 * batch_mean,
+                               rtol=1e-4, atol=1e-5)

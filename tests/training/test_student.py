@@ -38,7 +38,8 @@ def test_distill_stage_trains_and_saves_the_student(student_run):
     assert 0.0 <= results["stages"]["distill1"]["miou"] <= 1.0
     model_path = run / "distill1" / "model.weights.h5"
     meta = read_checkpoint_meta(model_path)
-    assert meta["architecture"] == {"name": "lraspp_mobilenet_v3_large", "width": 0.35, "head_channels": 16}
+    assert meta["architecture"] == {"name": "lraspp_mobilenet_v3_large", "width": 0.35, "head_channels": 16,
+                                    "bn_momentum": cfg.model.bn_momentum}
     assert meta["model"]["input_mean"] == [0.5] * 3 and meta["model"]["input_std"] == [0.5] * 3
     student, _ = load_segmenter(model_path)
     assert any(layer.name.startswith("lraspp_") for layer in student.layers)
@@ -86,7 +87,7 @@ def test_student_export_passes_the_gates_and_records_both_networks(student_run, 
     assert manifest["input"]["shape"] == ["batch", 64, 128, 3]
     assert manifest["normalisation"]["mean"] == [0.5] * 3
     assert manifest["network"] == {"name": "lraspp_mobilenet_v3_large", "width": 0.35, "head_channels": 16,
-                                   "params": student.count_params()}
+                                   "bn_momentum": cfg.model.bn_momentum, "params": student.count_params()}
     teacher = manifest["distilled_from"]
     assert teacher["stage"] == "cpsl" and teacher["network"]["name"] == f"deeplabv2_{cfg.model.backbone}"
     assert teacher["weights_sha256"] == sha256_file(run / "cpsl" / "model.weights.h5")
