@@ -79,19 +79,24 @@ GOALS = {"student_keeps_of_teacher_miou": 0.90, "student_latency_of_teacher_at_1
 
 
 class Measurements:
-    """The finished measurements, by key, saved after each one (a rerun skips what is there)."""
+    """The finished measurements, by key, saved after each one (a rerun skips what is there). Each save
+    merges into the file as it is then, so two invocations measuring different keys keep both."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.values = json.loads(path.read_text()) if path.exists() else {}
+        self.values = self._read()
+
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def get(self, key: str, measure, *arguments):
         """The value of ``key``: ``measure(*arguments)`` the first time, saved, then read back."""
         if key not in self.values:
             print(f"measuring {key} ...", flush=True)
-            self.values[key] = measure(*arguments)
+            value = measure(*arguments)
             from cpsl_tf.io_utils import atomic_write_json
 
+            self.values = {**self._read(), key: value}
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.path, self.values)
         return self.values[key]
