@@ -390,6 +390,18 @@ def summarise(values: dict, gpu: dict) -> dict:
             "trtexec": {"measured": gpu["gpu"], "note": gpu["gpu_note"]}}
 
 
+def second_runtime_agreements() -> dict:
+    """OpenCV DNN's agreement with ONNX Runtime (float32 gate) per exported network and seed, from the
+    exports' manifests."""
+    found = {}
+    for manifest in sorted((WORK / "exports").glob("*/seed*/manifest.json")):
+        second = (json.loads(manifest.read_text()).get("parity") or {}).get("second_runtime")
+        if second is not None:
+            network, seed = manifest.parent.parent.name, manifest.parent.name
+            found.setdefault(network, {})[seed] = second["argmax_agreement"]
+    return found
+
+
 def _fmt(value, scale=1.0, digits=1, suffix=""):
     return "n/a" if value is None else f"{scale * value:.{digits}f}{suffix}"
 
@@ -415,6 +427,11 @@ def markdown(result: dict) -> str:
         values = [v for v in result["accuracy_per_seed"][f"{network}/float32"].values() if v is not None]
         lines.append(f"- {network}: {_fmt(_mean(values), 100)} ± {_fmt(_spread(values), 100)} "
                      f"({len(values)} seeds)")
+    agreements = [value for per_seed in result.get("second_runtime_agreement", {}).values()
+                  for value in per_seed.values()]
+    if agreements:
+        lines += ["", f"OpenCV DNN vs ONNX Runtime, float32 class maps: at least {100 * min(agreements):.3f} "
+                  f"% of the pixels agree over {len(agreements)} exports (gate: 99.9 %)."]
     lines += ["", "Paired by seed (mIoU points, mean ± sd over seeds):", ""]
     for name, c in result["comparisons"].items():
         lines.append(f"- {name.replace('_', ' ')}: {_fmt(c['mean_points'], 1, 2)} ± "
@@ -458,6 +475,7 @@ def main(argv=None) -> int:
         status = gpu_status()
         gpu = {"gpu": status[0], "gpu_note": status[1]}
     result = summarise(store.values, gpu)
+    result["second_runtime_agreement"] = second_runtime_agreements()
     result["command"] = "python benchmarks/deployment_budget.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     result["machine"] = {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine()}
