@@ -51,9 +51,9 @@ class Agreement:
             self.max_abs_logit_diff = (diff if self.max_abs_logit_diff is None
                                        else max(self.max_abs_logit_diff, diff))
             magnitude = np.abs(reference["logits"])
-            if np.isfinite(magnitude).any():
-                self.max_abs_reference_logit = max(self.max_abs_reference_logit,
-                                                   float(magnitude[np.isfinite(magnitude)].max()))
+            magnitude = magnitude[np.isfinite(magnitude)]
+            if magnitude.size:
+                self.max_abs_reference_logit = max(self.max_abs_reference_logit, float(magnitude.max()))
         self.agreeing_pixels += int((candidate["class_map"] == reference["class_map"]).sum())
         self.pixels += reference["class_map"].size
 
