@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from adaptation import BY_NAME, RUNS, Layout, link_stage, run_cell, run_train_process  # noqa: E402
+from memory import run_measured  # noqa: E402
 
 from cpsl_tf.quiet import quiet_tensorflow  # noqa: E402
 
@@ -175,30 +176,40 @@ def deployment_network(network: str):
     return build_lraspp_student(19, width=1.0, head_channels=128, imagenet_weights=False)
 
 
-def export_artefacts(network: str, size: tuple[int, int], folder: Path) -> dict[str, Path]:
-    """The float32, FP16 and INT8 ONNX models of the deployment ``network`` at ``size`` (made if missing)."""
+def deployment_artefact(network: str, size: tuple[int, int], precision: str, folder: Path) -> Path | str:
+    """The ``precision`` ONNX model of the deployment ``network`` at ``size`` (made, with the float32 model
+    it comes from, if missing); for INT8, the reason instead when quantising fails (it runs in a process of
+    its own, since ONNX Runtime's calibration can exhaust the host's memory at full size)."""
     import cv2
 
     from cpsl_tf.export.fp16 import convert_fp16
     from cpsl_tf.export.onnx_export import export_onnx
-    from cpsl_tf.export.quantize import quantize_int8
-    from cpsl_tf.export.samples import folder_samples
 
-    paths = {precision: folder / name for precision, name in ARTEFACTS.items()}
+    float32, path = folder / ARTEFACTS["float32"], folder / ARTEFACTS[precision]
     folder.mkdir(parents=True, exist_ok=True)
-    if not paths["float32"].exists():
-        export_onnx(deployment_network(network), paths["float32"], height=size[0], width=size[1])
-    if not paths["float16"].exists():
-        convert_fp16(paths["float32"], paths["float16"])
-    if not paths["int8"].exists():
+    if not float32.exists():
+        export_onnx(deployment_network(network), float32, height=size[0], width=size[1])
+    if path.exists():
+        return path
+    if precision == "float16":
+        convert_fp16(float32, path)
+    elif precision == "int8":
         calibration = folder / "calibration"
         calibration.mkdir(exist_ok=True)
         rng = np.random.default_rng(0)
         for index in range(2):
             cv2.imwrite(str(calibration / f"{index}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
-        quantize_int8(paths["float32"], paths["int8"], folder_samples(calibration), size=size,
-                      method="minmax")
-    return paths
+        quantize = ("import sys; from cpsl_tf.export.quantize import quantize_int8; "
+                    "from cpsl_tf.export.samples import folder_samples; "
+                    f"quantize_int8({str(float32)!r}, {str(path)!r}, folder_samples({str(calibration)!r}), "
+                    f"size={tuple(size)!r}, method='minmax')")
+        done = run_measured([sys.executable, "-c", quantize])
+        if done["exit_code"] != 0:
+            how = ("killed (signal 9: out of memory)" if done["exit_code"] == -9
+                   else f"failed (exit code {done['exit_code']})")
+            return (f"not made here: ONNX Runtime's quantize_static (MinMax calibration, 2 images) {how} at "
+                    f"{done['peak_rss_gib']:.1f} GiB resident")
+    return path
 
 
 def ort_latency(path: Path, size: tuple[int, int], runs: int) -> dict:
@@ -279,8 +290,10 @@ def gigaflops(network: str, size: tuple[int, int]) -> float:
 
 
 def runtime_cost(network: str, size: tuple[int, int], precision: str, folder: Path) -> dict:
-    """The artefact's file size and its ONNX Runtime CPU latency."""
-    path = export_artefacts(network, size, folder)[precision]
+    """The artefact's file size and its ONNX Runtime CPU latency (or why it could not be made here)."""
+    path = deployment_artefact(network, size, precision, folder)
+    if isinstance(path, str):
+        return {"file_bytes": None, "ort": {"median_ms": None, "reason": path}}
     return {"file_bytes": path.stat().st_size, "ort": ort_latency(path, size, TIMED_RUNS[network][size])}
 
 
@@ -297,8 +310,8 @@ def measure_cost(store: Measurements) -> dict:
             for precision in PRECISIONS:
                 key = f"cost/{network}/{tag}/{precision}"
                 store.get(key, runtime_cost, network, size, precision, folder)
-                if gpu:
-                    path = export_artefacts(network, size, folder)[precision]
+                if gpu and store.values[key]["file_bytes"] is not None:
+                    path = deployment_artefact(network, size, precision, folder)
                     store.get(f"{key}/trtexec", trtexec_times, path, precision, size)
     return {"gpu": gpu, "gpu_note": gpu_note}
 
