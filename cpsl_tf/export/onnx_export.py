@@ -16,7 +16,9 @@ Runtime does (:mod:`cpsl_tf.export.portable`).
 
 from __future__ import annotations
 
+import logging
 import os
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -103,23 +105,48 @@ def convert(function, opset: int = 17) -> onnx.ModelProto:
     By default tf2onnx deep-copies the whole graph, weights included, before each of its graph optimizers,
     to roll back one that fails; the copies wait for the cycle collector, and converting DeepLab-v2 R101
     (250 MB of weights) peaked at 15 GiB of host memory. ``TF2ONNX_CATCH_ERRORS=FALSE`` turns the copies
-    off: an optimizer that fails then stops the export instead (none does on these graphs).
+    off. When an optimizer then fails, the conversion runs once more with the copies, so that tf2onnx rolls
+    that optimizer back and goes on: its transpose optimizer (1.16) fails on a bias-free convolution
+    followed by the addition of a scalar (``max()`` of an empty shape), which MobileNetV3's hard-swish makes
+    wherever BatchNorm folds to a zero offset, as in a freshly initialised student.
     """
+    try:
+        model_proto = _from_function(function, opset, catch_errors=False)
+    except Exception as err:  # noqa: BLE001 (only an optimizer's failure is retried)
+        if not _raised_in_tf2onnx_optimizer(err):
+            raise
+        logging.getLogger(__name__).info("tf2onnx optimizer failed (%s: %s); converting again with its "
+                                         "rollback", type(err).__name__, err)
+        model_proto = _from_function(function, opset, catch_errors=True)
+    split_wide_reductions(model_proto)
+    onnx.checker.check_model(model_proto)
+    return model_proto
+
+
+def _from_function(function, opset: int, catch_errors: bool) -> onnx.ModelProto:
     import tf2onnx
 
     previous = os.environ.get(CATCH_ERRORS)
-    os.environ[CATCH_ERRORS] = "FALSE"
+    # tf2onnx 1.16 compares the variable's name, not its value, with "TRUE": any value turns the rollback
+    # off, and only an unset variable leaves it on.
+    if catch_errors:
+        os.environ.pop(CATCH_ERRORS, None)
+    else:
+        os.environ[CATCH_ERRORS] = "FALSE"
     try:
         model_proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
                                                        opset=opset)
     finally:
         if previous is None:
-            del os.environ[CATCH_ERRORS]
+            os.environ.pop(CATCH_ERRORS, None)
         else:
             os.environ[CATCH_ERRORS] = previous
-    split_wide_reductions(model_proto)
-    onnx.checker.check_model(model_proto)
     return model_proto
+
+
+def _raised_in_tf2onnx_optimizer(err: BaseException) -> bool:
+    frames = traceback.extract_tb(err.__traceback__)
+    return any(f"tf2onnx{os.sep}optimizer{os.sep}" in frame.filename for frame in frames)
 
 
 def export_onnx(model: keras.Model, path: str | Path, *, height: int, width: int, layout: str = "nhwc",

@@ -147,3 +147,31 @@ def test_conversion_does_not_deep_copy_the_graph_for_each_optimizer(tiny_model, 
     convert(deploy_function(tiny_model[0], H, W))
     assert calls == [False]
     assert CATCH_ERRORS not in os.environ
+
+
+def test_a_failing_optimizer_is_rolled_back_and_the_graph_still_matches_keras(monkeypatch):
+    """A freshly initialised MobileNetV3 student: BatchNorm folds to a zero offset, and tf2onnx's transpose
+    optimizer then fails on a bias-free Conv followed by a scalar Add. The conversion runs again with the
+    optimizers' rollback (and only then) and the graph computes what Keras does."""
+    from tf2onnx import optimizer
+
+    from cpsl_tf.models.lraspp import build_lraspp_student
+
+    calls = []
+    original = optimizer.optimize_graph
+
+    def recording(graph, catch_errors=True, optimizers=None):
+        calls.append(catch_errors)
+        return original(graph, catch_errors, optimizers)
+
+    monkeypatch.setattr(optimizer, "optimize_graph", recording)
+    monkeypatch.delenv(CATCH_ERRORS, raising=False)
+    student = build_lraspp_student(3, width=0.35, head_channels=8)
+    function = deploy_function(student, 32, 64, outputs=("logits",))
+    proto = convert(function)
+    assert calls == [False, True]
+    assert CATCH_ERRORS not in os.environ
+    image = np.random.default_rng(0).random((1, 32, 64, 3)).astype(np.float32)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {session.get_inputs()[0].name: image})[0]
+    np.testing.assert_allclose(onnx_logits, function(tf.constant(image))["logits"].numpy(), atol=1e-4)
