@@ -433,6 +433,9 @@ def markdown(result: dict) -> str:
                     _fmt(a["ort_latency_ratio"][tag], 1, 3)]
         row.append(_fmt(a["file_bytes"][tags[0]], 1e-6, 1))
         lines.append("| " + " | ".join(row) + " |")
+    for a in result["artefacts"]:
+        for note in a.get("notes", []):
+            lines.append(f"\n{a['network']} {a['precision']} at {note}")
     lines += ["", "Other distilled networks, float32 mIoU on the benchmark:", ""]
     for network in DISTILLED:
         if network == "student":
