@@ -130,9 +130,9 @@ def test_bad_arguments_are_named():
         deploy_function(model, H, W, argmax_dtype="int64")
 
 
-def test_conversion_does_not_deep_copy_the_graph_for_each_optimizer(tiny_model, monkeypatch):
-    """tf2onnx's error recovery copies the whole graph, weights included, before every optimizer: 15 GiB of
-    host memory for R101. The conversion turns it off, and leaves the environment as it was."""
+@pytest.fixture
+def optimizer_calls(monkeypatch) -> list:
+    """The ``catch_errors`` argument of every tf2onnx ``optimize_graph`` call, with the variable unset."""
     from tf2onnx import optimizer
 
     calls = []
@@ -144,28 +144,25 @@ def test_conversion_does_not_deep_copy_the_graph_for_each_optimizer(tiny_model, 
 
     monkeypatch.setattr(optimizer, "optimize_graph", recording)
     monkeypatch.delenv(CATCH_ERRORS, raising=False)
+    return calls
+
+
+def test_conversion_does_not_deep_copy_the_graph_for_each_optimizer(tiny_model, optimizer_calls):
+    """tf2onnx's error recovery copies the whole graph, weights included, before every optimizer: 15 GiB of
+    host memory for R101. The conversion turns it off, and leaves the environment as it was."""
+    calls = optimizer_calls
     convert(deploy_function(tiny_model[0], H, W))
     assert calls == [False]
     assert CATCH_ERRORS not in os.environ
 
 
-def test_a_failing_optimizer_is_rolled_back_and_the_graph_still_matches_keras(monkeypatch):
+def test_a_failing_optimizer_is_rolled_back_and_the_graph_still_matches_keras(optimizer_calls):
     """A freshly initialised MobileNetV3 student: BatchNorm folds to a zero offset, and tf2onnx's transpose
     optimizer then fails on a bias-free Conv followed by a scalar Add. The conversion runs again with the
     optimizers' rollback (and only then) and the graph computes what Keras does."""
-    from tf2onnx import optimizer
-
     from cpsl_tf.models.lraspp import build_lraspp_student
 
-    calls = []
-    original = optimizer.optimize_graph
-
-    def recording(graph, catch_errors=True, optimizers=None):
-        calls.append(catch_errors)
-        return original(graph, catch_errors, optimizers)
-
-    monkeypatch.setattr(optimizer, "optimize_graph", recording)
-    monkeypatch.delenv(CATCH_ERRORS, raising=False)
+    calls = optimizer_calls
     student = build_lraspp_student(3, width=0.35, head_channels=8)
     function = deploy_function(student, 32, 64, outputs=("logits",))
     proto = convert(function)
