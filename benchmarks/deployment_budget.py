@@ -260,18 +260,28 @@ def parse_gpu_compute(output: str) -> dict:
 
 
 def trtexec_times(path: Path, precision: str, size: tuple[int, int]) -> dict:
-    """Build an engine of ``path`` with trtexec and time it: GPU compute median and p99 (batch 1)."""
+    """Build an engine of ``path`` with trtexec and time it: GPU compute median and p99 (batch 1), or why
+    not. As ``build_engine.sh`` does: TensorRT 11 builds the FP16 and Q/DQ graphs strongly typed; 8.6/10
+    build FP16 from the float32 graph with ``--fp16`` and the Q/DQ graph with ``--stronglyTyped`` (10
+    only)."""
     from cpsl_tf.export.tensorrt_build import EngineSpec, trtexec_benchmark_command, trtexec_build_command
 
-    spec = EngineSpec(onnx=str(path), engine=str(path.with_suffix(".engine")),
-                      precision=precision_flag(precision), height=size[0], width=size[1], layout="nhwc",
-                      min_batch=1, opt_batch=1, max_batch=1, timing_cache=str(path.parent / "timing.cache"),
-                      strongly_typed=precision != "float32")
     version = subprocess.run(["trtexec"], capture_output=True, text=True).stdout
     generation = "11" if re.search(r"TensorRT version: *1[1-9]", version) else "8.6/10"
-    subprocess.run(trtexec_build_command(spec, generation), check=True, capture_output=True)
-    timed = subprocess.run(trtexec_benchmark_command(spec, batch=1), check=True, capture_output=True,
-                           text=True)
+    source, typed = path, precision != "float32"
+    if generation == "8.6/10" and precision == "float16":
+        source, typed = path.with_name(ARTEFACTS["float32"]), False
+    spec = EngineSpec(onnx=str(source), engine=str(path.with_suffix(".engine")),
+                      precision=precision_flag(precision), height=size[0], width=size[1], layout="nhwc",
+                      min_batch=1, opt_batch=1, max_batch=1, timing_cache=str(path.parent / "timing.cache"),
+                      strongly_typed=typed)
+    try:
+        subprocess.run(trtexec_build_command(spec, generation), check=True, capture_output=True, text=True)
+        timed = subprocess.run(trtexec_benchmark_command(spec, batch=1), check=True, capture_output=True,
+                               text=True)
+    except subprocess.CalledProcessError as err:
+        return {"median_ms": None, "p99_ms": None,
+                "reason": f"trtexec failed (exit {err.returncode}): {(err.stdout or '')[-500:]}"}
     return parse_gpu_compute(timed.stdout)
 
 
