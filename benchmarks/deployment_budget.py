@@ -431,9 +431,11 @@ def _fmt(value, scale=1.0, digits=1, suffix=""):
 
 def markdown(result: dict) -> str:
     tags = [f"{h}x{w}" for h, w in SIZES]
+    gpu = result["trtexec"]["measured"]
+    trt_header = "".join(f" TensorRT median / p99 ms {t} |" for t in tags) if gpu else ""
     lines = ["| network | precision | mIoU (bench, mean ± sd) | params | "
-             + " | ".join(f"GFLOPs {t} | ORT ms {t} | ratio {t}" for t in tags) + " | ONNX MB |",
-             "|---|---|---|---|" + "---|---|---|" * len(tags) + "---|"]
+             + " | ".join(f"GFLOPs {t} | ORT ms {t} | ratio {t}" for t in tags) + " | ONNX MB |" + trt_header,
+             "|---|---|---|---|" + "---|---|---|" * len(tags) + "---|" + ("---|" * len(tags) if gpu else "")]
     for a in result["artefacts"]:
         row = [a["network"], a["precision"],
                f"{_fmt(a['miou'], 100)} ± {_fmt(a['miou_sd'], 100)} ({a['miou_seeds']} seeds)",
@@ -442,6 +444,9 @@ def markdown(result: dict) -> str:
             row += [_fmt(a["gflops"][tag], 1, 1), _fmt(a["ort_latency_ms"][tag], 1, 0),
                     _fmt(a["ort_latency_ratio"][tag], 1, 3)]
         row.append(_fmt(a["file_bytes"][tags[0]], 1e-6, 1))
+        if gpu:
+            row += [f"{_fmt((a['trtexec'][t] or {}).get('median_ms'), 1, 2)} / "
+                    f"{_fmt((a['trtexec'][t] or {}).get('p99_ms'), 1, 2)}" for t in tags]
         lines.append("| " + " | ".join(row) + " |")
     for a in result["artefacts"]:
         for note in a.get("notes", []):

@@ -80,3 +80,14 @@ def test_trtexec_summary_is_read(budget):
     assert budget.parse_gpu_compute(output) == {"median_ms": 8.19409, "p99_ms": 9.90002}
     with pytest.raises(ValueError, match="GPU Compute Time"):
         budget.parse_gpu_compute("[I] Throughput: 120 qps\n")
+
+
+def test_trtexec_columns_appear_when_measured(budget):
+    values = _values()
+    values["cost/student/1024x2048/int8/trtexec"] = {"median_ms": 4.25, "p99_ms": 4.9}
+    result = budget.summarise(values, {"gpu": True, "gpu_note": "NVIDIA A10"})
+    result.update(command="python benchmarks/deployment_budget.py", machine={"cpus": 2})
+    table = budget.markdown(result)
+    assert "TensorRT median / p99 ms 1024x2048" in table
+    student_int8 = next(line for line in table.splitlines() if line.startswith("| student | int8 |"))
+    assert student_int8.endswith("| 4.25 / 4.90 | n/a / n/a |")
