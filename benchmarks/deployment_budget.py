@@ -36,6 +36,7 @@ precision) and ``deployment_budget.md``. Times on 2 cores: accuracy about 15 min
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -130,6 +131,7 @@ def export_scores(checkpoint: Path, out: Path) -> dict:
     command = [sys.executable, str(REPO / "scripts" / "export.py"), "--checkpoint", str(checkpoint),
                "--out", str(out), "--int8", "--fp16", "--max-int8-miou-drop", "100",
                "--max-fp16-miou-drop", "100"]
+    shutil.rmtree(out, ignore_errors=True)  # no manifest of an earlier, interrupted export is read
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     from cpsl_tf.export.manifest import manifest_path
 
@@ -170,8 +172,6 @@ def deployment_network(network: str):
 
     if network == "teacher":
         model_cfg = load_config(REPO / "configs" / "gta.json").model
-        import dataclasses
-
         return build_segmenter(dataclasses.replace(model_cfg, imagenet_weights=False), 19)
     return build_lraspp_student(19, width=1.0, head_channels=128, imagenet_weights=False)
 
