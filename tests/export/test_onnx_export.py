@@ -150,9 +150,8 @@ def optimizer_calls(monkeypatch) -> list:
 def test_conversion_does_not_deep_copy_the_graph_for_each_optimizer(tiny_model, optimizer_calls):
     """tf2onnx's error recovery copies the whole graph, weights included, before every optimizer: 15 GiB of
     host memory for R101. The conversion turns it off, and leaves the environment as it was."""
-    calls = optimizer_calls
     convert(deploy_function(tiny_model[0], H, W))
-    assert calls == [False]
+    assert optimizer_calls == [False]
     assert CATCH_ERRORS not in os.environ
 
 
@@ -162,11 +161,10 @@ def test_a_failing_optimizer_is_rolled_back_and_the_graph_still_matches_keras(op
     optimizers' rollback (and only then) and the graph computes what Keras does."""
     from cpsl_tf.models.lraspp import build_lraspp_student
 
-    calls = optimizer_calls
     student = build_lraspp_student(3, width=0.35, head_channels=8)
     function = deploy_function(student, 32, 64, outputs=("logits",))
     proto = convert(function)
-    assert calls == [False, True]
+    assert optimizer_calls == [False, True]
     assert CATCH_ERRORS not in os.environ
     image = np.random.default_rng(0).random((1, 32, 64, 3)).astype(np.float32)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
