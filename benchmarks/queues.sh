@@ -12,6 +12,9 @@
 # Session 7 restarted both queues there with cpsl_official taken out of queue a: c6e88ff's official step is
 # not the current one (exact full2weak, r fixed by the preset), so cpsl_official is re-run from the current
 # code (python benchmarks/adaptation.py --seeds 0 1 2 --only cpsl_official, after moving the old cell aside).
+# Session 8 reordered queue a: with official no longer above paper (-0.8 +- 1.4, 3 seeds), the components
+# that explain the old 2.2-point gap matter less than CutMix's default and the r-drift question
+# (paper_cutmix, paper_fixed_r), and than the long cells' second seed; the other components run last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
@@ -19,12 +22,14 @@ export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
 # the official preset's components, then the long horizon (paper Fig. 4 and the Table 3 signs at 10k steps).
 CORE="cpsl_paper self_training equal_partition wo_cb cpsl_gt_marginal wo_st"
 REST="wo_init wo_aug wo_mom"
-OFFICIAL="paper_cutmix paper_rce paper_fixed_r paper_official_prototypes paper_uniform_256"
+OFFICIAL_FIRST="paper_cutmix paper_fixed_r"
+OFFICIAL_REST="paper_rce paper_official_prototypes paper_uniform_256"
 LONG="cpsl_paper_long equal_partition_long wo_cb_long wo_st_long"
 mkdir -p benchmarks/runs
 (python benchmarks/adaptation.py --seeds 0 1 2 --only $CORE $REST
- python benchmarks/adaptation.py --seeds 0 1 2 --only $OFFICIAL
- python benchmarks/adaptation.py --seeds 1 --only $LONG) >> benchmarks/runs/queue-a.log 2>&1 &
+ python benchmarks/adaptation.py --seeds 0 1 2 --only $OFFICIAL_FIRST
+ python benchmarks/adaptation.py --seeds 1 --only $LONG
+ python benchmarks/adaptation.py --seeds 0 1 2 --only $OFFICIAL_REST) >> benchmarks/runs/queue-a.log 2>&1 &
 (python benchmarks/adaptation.py --seeds 0 --only $LONG
  python benchmarks/adaptation.py --seeds 2 --only $LONG) >> benchmarks/runs/queue-b.log 2>&1 &
 wait
