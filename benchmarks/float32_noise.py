@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     samples = dataset_samples(args.dataset, args.root, args.split, meta["num_classes"])[: args.images]
     size = (args.height, args.width)
     images = np.concatenate([(batch[0] if isinstance(batch, tuple) else batch).numpy()
-                             for batch in eval_dataset(samples, size, 1, meta["num_classes"], True)])
+                             for batch in eval_dataset(samples, size, 1, meta["num_classes"])])
     keras_runner = KerasRunner(model, meta, size)
     keras_logits = np.concatenate([keras_runner(images[i:i + 1])["logits"] for i in range(len(images))])
     with tempfile.TemporaryDirectory() as tmp:

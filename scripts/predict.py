@@ -241,7 +241,7 @@ class Predictor:
         id outside ``0..num_classes-1`` of its manifest."""
         from cpsl_tf.export.preprocess import class_map_to_size, to_model_input
 
-        batch = to_model_input(rgb, self.runner.input_size, self.runner.align_corners)[None]
+        batch = to_model_input(rgb, self.runner.input_size)[None]
         where = f" on {source}" if source is not None else ""
         start = time.perf_counter()
         try:

@@ -227,12 +227,12 @@ def make_training_dataset(source_samples: Sequence, target_samples: Sequence | N
 
 def make_eval_dataset(samples: Sequence, size: Sequence[int] | None, batch_size: int,
                       num_classes: int = 19, *, load_image: Callable | None = None,
-                      load_label: Callable | None = None, align_corners: bool = True,
+                      load_label: Callable | None = None,
                       scale_first: bool = False) -> tf.data.Dataset:
     """(image (B, size, 3) float32 in [0, 1], label (B, H, W) uint8 at its own resolution) batches.
 
     ``size`` None keeps each image's own size (the images of a batch must then agree). The image is resized
-    with ``cpsl_tf.resize.resize_bilinear(align_corners)``; ``scale_first`` scales it to [0, 1] before the
+    with the align-corners ``cpsl_tf.resize.resize_bilinear`` of the training views; ``scale_first`` scales it to [0, 1] before the
     resize (the evaluation and export preprocessing, ``cpsl_tf.export.preprocess.to_model_input``) instead
     of after it (the training stream's ``target_full``, which the pseudo-label stage reproduces). The two
     orders differ in the last bits of a resized image, so each consumer keeps its own.
@@ -249,9 +249,9 @@ def make_eval_dataset(samples: Sequence, size: Sequence[int] | None, batch_size:
         if size is None:
             return image / 255.0
         if scale_first:
-            image = resize_bilinear(image / 255.0, list(size), align_corners)
+            image = resize_bilinear(image / 255.0, list(size))
         else:
-            image = resize_bilinear(image, list(size), align_corners) / 255.0
+            image = resize_bilinear(image, list(size)) / 255.0
         image.set_shape([size[0], size[1], 3])
         return image
 

@@ -69,7 +69,7 @@ def make_manifest(*, artefact: str | Path, kind: str, precision: str, height: in
             "dtype": "float32",
             "color": "RGB",
             "value_range": [0.0, 1.0],
-            "resize": "bilinear, align_corners" if align_corners else "bilinear, half-pixel",
+            "resize": "bilinear, align_corners",
         },
         "normalisation": {
             "inside_graph": True,
@@ -85,6 +85,7 @@ def make_manifest(*, artefact: str | Path, kind: str, precision: str, height: in
                       ["batch", len(class_names), height, width] if layout == "nchw" else
                       ["batch", height, width, len(class_names)]),
             "values": "train ids" if output == "argmax" else "logits before softmax",
+            "upsampling": "bilinear, align_corners" if align_corners else "bilinear, half-pixel",
         },
         "num_classes": len(class_names),
         "class_names": list(class_names),

@@ -78,8 +78,7 @@ def measure(reference: Runner, candidate: Runner, samples: Sequence, *, batch_si
         agreement.add(ref, cand, logits_candidate(batch) if logits_candidate is not None else cand)
         return {"keras": ref["class_map"], "candidate": cand["class_map"]}
 
-    dataset = eval_dataset(samples, reference.input_size, batch_size, reference.num_classes,
-                           reference.align_corners)
+    dataset = eval_dataset(samples, reference.input_size, batch_size, reference.num_classes)
     confusions = evaluate(predict, dataset, reference.num_classes)
     if agreement.pixels == 0:
         raise ValueError("the parity gate needs at least one image")

@@ -129,8 +129,7 @@ def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_sam
     if options.int8:
         int8_path = out / "model_int8.onnx"
         info = quantize.quantize_int8(onnx_path, int8_path, calibration_samples, size=size,
-                                      layout=cfg.layout, align_corners=align_corners,
-                                      evaluation_samples=eval_samples)
+                                      layout=cfg.layout, evaluation_samples=eval_samples)
         qdq = quantize.qdq_summary(onnx.load(str(int8_path)))
         manifest = make_manifest(artefact=int8_path, kind="onnx", precision="int8 (Q/DQ)", **common,
                                  extra={"quantization": {**info, **qdq}})
@@ -174,13 +173,13 @@ def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_sam
     atomic_write_text(script, build_engine_script(specs))
     script.chmod(0o777 & ~current_umask())  # executable, readable as far as the umask allows
     if options.tensorrt:
-        manifests.update(build_engines(out, specs, calibration_samples, common, align_corners, log))
+        manifests.update(build_engines(out, specs, calibration_samples, common, log))
     if failures:
         raise ParityError("export gate failed:\n  " + "\n  ".join(failures))
     return manifests
 
 
-def build_engines(out: Path, specs, calibration_samples, common: dict, align_corners: bool, log) -> dict:
+def build_engines(out: Path, specs, calibration_samples, common: dict, log) -> dict:
     """Build every engine the installed TensorRT can build, each with its manifest."""
     from dataclasses import replace
 
@@ -213,8 +212,7 @@ def build_engines(out: Path, specs, calibration_samples, common: dict, align_cor
             size = (spec.height, spec.width)
             batcher = CalibrationBatcher(
                 calibration_samples, 4,
-                lambda chunk, size=size: batch_inputs([load_image(s.image) for s in chunk], size,
-                                                      align_corners),
+                lambda chunk, size=size: batch_inputs([load_image(s.image) for s in chunk], size),
                 spec.layout)
         info = build_engine(spec, batcher)
         manifest = make_manifest(artefact=spec.engine, kind="tensorrt", precision=spec.precision, **common,

@@ -40,18 +40,16 @@ class ImageCalibrationReader(CalibrationDataReader):
     labels, if any, are not read)."""
 
     def __init__(self, samples: Sequence, input_name: str, size: tuple[int, int], layout: str = "nhwc",
-                 batch_size: int = 1, align_corners: bool = True):
+                 batch_size: int = 1):
         self.samples = [dataclasses.replace(sample, label=None) for sample in samples]
         self.input_name = input_name
         self.size = tuple(size)
         self.layout = layout
         self.batch_size = batch_size
-        self.align_corners = align_corners
         self.rewind()
 
     def rewind(self) -> None:
-        self._batches = iter(eval_dataset(self.samples, self.size, self.batch_size,
-                                          align_corners=self.align_corners))
+        self._batches = iter(eval_dataset(self.samples, self.size, self.batch_size))
 
     def get_next(self) -> dict | None:
         batch = next(self._batches, None)
@@ -64,7 +62,7 @@ class ImageCalibrationReader(CalibrationDataReader):
 
 
 def quantize_int8(float_model: str | Path, output: str | Path, calibration_samples: Sequence, *,
-                  size: tuple[int, int], layout: str = "nhwc", align_corners: bool = True,
+                  size: tuple[int, int], layout: str = "nhwc",
                   evaluation_samples: Sequence = (), batch_size: int = 1,
                   method: str = "entropy") -> dict:
     """Write the Q/DQ INT8 model to ``output``; return what was done (for the manifest)."""
@@ -80,7 +78,7 @@ def quantize_int8(float_model: str | Path, output: str | Path, calibration_sampl
     if method not in methods:
         raise ValueError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
     input_name = onnx.load(str(float_model), load_external_data=False).graph.input[0].name
-    reader = ImageCalibrationReader(calibration_samples, input_name, size, layout, batch_size, align_corners)
+    reader = ImageCalibrationReader(calibration_samples, input_name, size, layout, batch_size)
     quantize_static(
         str(float_model), str(output), reader,
         quant_format=QuantFormat.QDQ,

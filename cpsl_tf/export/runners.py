@@ -22,18 +22,17 @@ from cpsl_tf.user_paths import require_file
 
 
 class Runner:
-    """Common attributes: ``input_size`` (H, W), ``num_classes``, ``class_names``, ``align_corners``."""
+    """Common attributes: ``input_size`` (H, W), ``num_classes``, ``class_names``."""
 
     input_size: tuple[int, int]
     num_classes: int
     class_names: list[str]
-    align_corners: bool = True
 
     def __call__(self, batch: np.ndarray) -> dict:
         raise NotImplementedError
 
     def _read_manifest(self, path: str | Path, manifest: dict | None) -> None:
-        """Input layout and size, classes and resize convention of an exported artefact's manifest."""
+        """Input layout and size, and classes of an exported artefact's manifest."""
         self.path = Path(path)
         self.manifest = manifest if manifest is not None else find_manifest(self.path)
         spec = self.manifest["input"]
@@ -42,7 +41,6 @@ class Runner:
         self.input_size = (shape[2], shape[3]) if self.layout == "nchw" else (shape[1], shape[2])
         self.num_classes = int(self.manifest["num_classes"])
         self.class_names = list(self.manifest["class_names"])
-        self.align_corners = "align_corners" in spec.get("resize", "align_corners")
 
     def check_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)
@@ -63,11 +61,11 @@ class KerasRunner(Runner):
         self.input_size = tuple(int(v) for v in input_size)
         self.num_classes = int(meta["num_classes"])
         self.class_names = list(meta.get("class_names") or default_class_names(self.num_classes))
-        self.align_corners = bool(meta.get("model", {}).get("align_corners", True))
         self.input_mean = meta.get("model", {}).get("input_mean", [0.0, 0.0, 0.0])
         self.input_std = meta.get("model", {}).get("input_std", [1.0, 1.0, 1.0])
         self.function = deploy_function(model, *self.input_size, outputs=(LOGITS_NAME, CLASS_MAP_NAME),
-                                        argmax_dtype="int32", align_corners=self.align_corners)
+                                        argmax_dtype="int32",
+                                        align_corners=bool(meta.get("model", {}).get("align_corners", True)))
         self.model = model
 
     @classmethod

@@ -59,12 +59,12 @@ def load_label(path: str | bytes | Path, dataset: str, num_classes: int) -> np.n
 
 
 def eval_dataset(samples: Sequence[datasets.Sample], size: tuple[int, int], batch_size: int,
-                 num_classes: int = 19, align_corners: bool = True) -> tf.data.Dataset:
+                 num_classes: int = 19) -> tf.data.Dataset:
     """``(images, labels)`` batches of the samples at the model's input ``size`` (images alone when a
-    sample has no label): [0, 1] scaling, then the bilinear resize of ``align_corners``, as
+    sample has no label): [0, 1] scaling, then the align-corners bilinear resize, as
     ``cpsl_tf.export.preprocess.to_model_input``."""
     return make_eval_dataset(samples, size, batch_size, num_classes, load_image=datasets.load_image,
-                             load_label=load_label, align_corners=align_corners, scale_first=True)
+                             load_label=load_label, scale_first=True)
 
 
 def sample_paths(samples: Sequence[datasets.Sample]) -> set[str]:
