@@ -324,48 +324,97 @@ def markdown(table: dict, differences: list[dict], command: str, layout: Layout)
     return "\n".join(lines) + "\n"
 
 
+def _eval_history(path: Path) -> dict[int, dict]:
+    """The periodic evaluations of a stage by step; a step logged twice (resumed stage): the later wins."""
+    entries = {}
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+            entries[int(entry["step"])] = entry
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # a line cut short by a kill
+    return entries
+
+
 def partition_curves(seeds: list[int], layout: Layout) -> dict:
     """Paper Fig. 4 from the long-horizon cells: target-val mIoU and MPA (%) over the CPSL iterations for
-    unequal (CPSL) and equal partition, the mean over the seeds that have each step."""
-    curves = {}
+    unequal (CPSL) and equal partition. Per cell and step: each seed's values and their mean; under
+    ``"equal - unequal"``, the difference paired by seed at the steps both cells have for a seed."""
+    histories = {}
     for name in PARTITION_CELLS:
-        by_step: dict[int, list[dict]] = {}
         for seed in seeds:
             path = RunLayout(layout.runs / name / f"seed{seed}").stage("cpsl").history
-            if not path.exists():
-                continue
-            entries = {}
-            for line in path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                    entries[int(entry["step"])] = entry  # a step logged twice (resumed stage): the later wins
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a line cut short by a kill
-            for step, entry in entries.items():
-                by_step.setdefault(step, []).append(entry)
-        if by_step:
-            curves[name] = [{"step": step, "seeds": len(entries),
-                             "miou": 100 * float(np.mean([e["miou"] for e in entries])),
-                             "mpa": 100 * float(np.mean([e["mpa"] for e in entries]))}
-                            for step, entries in sorted(by_step.items())]
+            if path.exists():
+                histories[name, seed] = _eval_history(path)
+
+    def points(values_of) -> list[dict]:
+        by_step: dict[int, dict[int, tuple[float, float]]] = {}
+        for seed in seeds:
+            for step, values in values_of(seed).items():
+                by_step.setdefault(step, {})[seed] = values
+        return [{"step": step, "seeds": sorted(found),
+                 "miou": float(np.mean([v[0] for v in found.values()])),
+                 "mpa": float(np.mean([v[1] for v in found.values()])),
+                 "miou_by_seed": [found[s][0] for s in sorted(found)],
+                 "mpa_by_seed": [found[s][1] for s in sorted(found)]}
+                for step, found in sorted(by_step.items())]
+
+    def scores(name, seed) -> dict[int, tuple[float, float]]:
+        return {step: (100 * float(e["miou"]), 100 * float(e["mpa"]))
+                for step, e in histories.get((name, seed), {}).items()}
+
+    curves = {name: points(lambda seed, name=name: scores(name, seed)) for name in PARTITION_CELLS}
+    curves = {name: found for name, found in curves.items() if found}
+    unequal, equal = PARTITION_CELLS
+
+    def paired(seed):
+        a, b = scores(equal, seed), scores(unequal, seed)
+        return {step: (a[step][0] - b[step][0], a[step][1] - b[step][1]) for step in a.keys() & b.keys()}
+
+    difference = points(paired)
+    if difference:
+        curves["equal - unequal"] = difference
     return curves
 
 
 def plot_partition_curves(curves: dict, path: Path) -> None:
+    """Fig. 4 as the paper draws it (mIoU and MPA over iterations), each seed thin and the mean bold, and
+    a third panel with the paired difference equal - unequal."""
     from matplotlib.figure import Figure
 
     from cpsl_tf.io_utils import atomic_path
 
-    figure = Figure(figsize=(9.0, 3.6))
-    for axes, metric in zip(figure.subplots(1, 2), ("miou", "mpa")):
-        for name, points in curves.items():
-            axes.plot([p["step"] for p in points], [p[metric] for p in points], marker="o",
-                      label=BY_NAME[name].label.split(",")[0])
+    figure = Figure(figsize=(13.0, 3.8))
+    panels = figure.subplots(1, 3)
+    for axes, metric in zip(panels[:2], ("miou", "mpa")):
+        for index, name in enumerate(n for n in PARTITION_CELLS if n in curves):
+            found, color = curves[name], f"C{index}"
+            steps = [p["step"] for p in found]
+            for seed in sorted({s for p in found for s in p["seeds"]}):
+                own = [(p["step"], p[f"{metric}_by_seed"][p["seeds"].index(seed)]) for p in found
+                       if seed in p["seeds"]]
+                axes.plot(*zip(*own), color=color, alpha=0.3, linewidth=0.8)
+            seeds = max(len(p["seeds"]) for p in found)
+            axes.plot(steps, [p[metric] for p in found], color=color, marker="o", markersize=3,
+                      label=f"{BY_NAME[name].label.split(',')[0]} ({seeds} seed{'s' if seeds > 1 else ''})")
         axes.set_xlabel("CPSL iteration")
         axes.set_ylabel(f"{'mIoU' if metric == 'miou' else 'MPA'} (%)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
-    figure.suptitle("Equal vs unequal partition over training (paper Fig. 4), mean over seeds")
+    axes = panels[2]
+    for metric, color in (("miou", "C2"), ("mpa", "C3")):
+        found = curves.get("equal - unequal", [])
+        if found:
+            seeds = max(len(p["seeds"]) for p in found)
+            axes.plot([p["step"] for p in found], [p[metric] for p in found], color=color, marker="o",
+                      markersize=3, label=f"{'mIoU' if metric == 'miou' else 'MPA'} ({seeds} paired seed"
+                                          f"{'s' if seeds > 1 else ''})")
+    axes.axhline(0.0, color="black", linewidth=0.8)
+    axes.set_xlabel("CPSL iteration")
+    axes.set_ylabel("equal - unequal partition (points)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.suptitle("Equal vs unequal partition over training (paper Fig. 4); thin lines: single seeds")
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)

@@ -119,7 +119,7 @@ def test_comparisons_pair_two_cells_over_the_seeds_both_finished(adaptation, tmp
     assert "| CPSL, preset paper - self-training only (w/o SL) | +2.5 ± 2.1 | +4.0, +1.0 | 2 |" in markdown
 
 
-def test_partition_curves_average_the_seeds_step_by_step(adaptation, tmp_path):
+def test_partition_curves_average_the_seeds_step_by_step_and_pair_them(adaptation, tmp_path):
     runs = tmp_path / "runs"
     histories = {("cpsl_paper_long", 0): [(1000, 0.30, 0.40), (2000, 0.34, 0.42)],
                  ("cpsl_paper_long", 1): [(1000, 0.32, 0.44)],
@@ -133,8 +133,13 @@ def test_partition_curves_average_the_seeds_step_by_step(adaptation, tmp_path):
     adaptation.write_outputs([0, 1, 2], "cmd", adaptation.Layout("A"))
     record = json.loads((tmp_path / "results" / "adaptation.json").read_text())["partition_curves"]
     assert record["cpsl_paper_long"] == [
-        {"step": 1000, "seeds": 2, "miou": pytest.approx(31.0), "mpa": pytest.approx(42.0)},
-        {"step": 2000, "seeds": 1, "miou": pytest.approx(34.0), "mpa": pytest.approx(42.0)}]
-    assert record["equal_partition_long"] == [{"step": 1000, "seeds": 1, "miou": pytest.approx(28.0),
-                                               "mpa": pytest.approx(46.0)}]
+        {"step": 1000, "seeds": [0, 1], "miou": pytest.approx(31.0), "mpa": pytest.approx(42.0),
+         "miou_by_seed": pytest.approx([30.0, 32.0]), "mpa_by_seed": pytest.approx([40.0, 44.0])},
+        {"step": 2000, "seeds": [0], "miou": pytest.approx(34.0), "mpa": pytest.approx(42.0),
+         "miou_by_seed": pytest.approx([34.0]), "mpa_by_seed": pytest.approx([42.0])}]
+    assert record["equal_partition_long"][0]["seeds"] == [0]
+    # Paired by seed: only seed 0 has both cells, at step 1000 only.
+    assert record["equal - unequal"] == [
+        {"step": 1000, "seeds": [0], "miou": pytest.approx(-2.0), "mpa": pytest.approx(6.0),
+         "miou_by_seed": pytest.approx([-2.0]), "mpa_by_seed": pytest.approx([6.0])}]
     assert (tmp_path / "results" / "adaptation-fig4.png").stat().st_size > 0
