@@ -163,6 +163,33 @@ def export_onnx(model: keras.Model, path: str | Path, *, height: int, width: int
     return model_proto
 
 
+def with_logits_output(model_proto: onnx.ModelProto, layout: str) -> onnx.ModelProto:
+    """A copy of an argmax deploy graph that also emits the logits its ArgMax reads, as ``"logits"`` in the
+    layout's convention ((B, H, W, C) for NHWC, (B, C, H, W) for NCHW).
+
+    The parity gate checks an argmax artefact's logits through this copy: the same nodes and weights, with
+    one more output, where converting the deploy function once more would cost another conversion's time
+    and memory (about 10 GiB for DeepLab-v2 R101 at 1024x2048) and check a different graph.
+    """
+    argmaxes = [node for node in model_proto.graph.node if node.op_type == "ArgMax"]
+    if len(argmaxes) != 1:
+        raise ValueError(f"expected one ArgMax in the deploy graph, found {len(argmaxes)}")
+    (argmax,) = argmaxes
+    axis = _attribute(argmax, "axis", 0) % 4  # the logits are (B, ., ., .)
+    channels = 1 if layout == "nchw" else 3
+    twin = onnx.ModelProto()
+    twin.CopyFrom(model_proto)
+    if axis == channels:
+        node = onnx.helper.make_node("Identity", [argmax.input[0]], [LOGITS_NAME])
+    else:
+        others = [a for a in (1, 2, 3) if a != axis]
+        perm = [0, axis, *others] if channels == 1 else [0, *others, axis]
+        node = onnx.helper.make_node("Transpose", [argmax.input[0]], [LOGITS_NAME], perm=perm)
+    twin.graph.node.append(node)
+    twin.graph.output.append(onnx.helper.make_tensor_value_info(LOGITS_NAME, onnx.TensorProto.FLOAT, None))
+    return twin
+
+
 def _attribute(node, name, default=None):
     for attr in node.attribute:
         if attr.name == name:

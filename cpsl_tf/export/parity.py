@@ -68,7 +68,8 @@ def measure(reference: Runner, candidate: Runner, samples: Sequence, *, batch_si
     (``cpsl_tf.evaluation.evaluate.evaluate``): each runner's class map is scored against the labels.
 
     ``logits_candidate`` supplies logits when ``candidate`` only emits a class map (an argmax
-    artefact is compared through a logits twin converted from the same deploy function).
+    artefact is compared through its own graph with the logits exposed,
+    ``cpsl_tf.export.onnx_export.with_logits_output``).
     """
     agreement = Agreement(max_abs_logit_diff=0.0 if logits_candidate is not None else None)
 

@@ -18,15 +18,12 @@ from cpsl_tf.config import ExportConfig
 from cpsl_tf.export import fp16, quantize
 from cpsl_tf.export.manifest import make_manifest, manifest_path, write_manifest
 from cpsl_tf.export.onnx_export import (
-    CLASS_MAP_NAME,
-    LOGITS_NAME,
-    convert,
-    deploy_function,
     expected_dilated_convs,
     export_onnx,
     graph_problems,
     graph_report,
     inner_transposes,
+    with_logits_output,
 )
 from cpsl_tf.export.parity import (
     ParityError,
@@ -92,17 +89,15 @@ def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_sam
     write_manifest(manifest_path(onnx_path), float_manifest)  # the runner reads it
     logits_twin = None
     if cfg.output == "argmax":
-        # The artefact emits only the class map; its logits are checked through a twin converted from
-        # the same deploy function with a logits output.
-        twin = convert(deploy_function(model, cfg.height, cfg.width, layout=cfg.layout,
-                                       outputs=(LOGITS_NAME, CLASS_MAP_NAME), align_corners=align_corners),
-                       cfg.opset)
+        # The artefact emits only the class map; its logits are checked through its own graph with the
+        # logits exposed as a second output.
         twin_path = out / ".parity_logits.onnx"
-        atomic_write_bytes(twin_path, twin.SerializeToString())
+        atomic_write_bytes(twin_path, with_logits_output(proto, cfg.layout).SerializeToString())
         try:
             logits_twin = OnnxRunner(twin_path, manifest=float_manifest)
         finally:
             twin_path.unlink()
+    del proto  # the sessions hold their own copies of the weights
     parity = float32_gate(measure(keras_runner, OnnxRunner(onnx_path), eval_samples,
                                   batch_size=options.batch_size, logits_candidate=logits_twin),
                           cfg.max_abs_logit_diff, cfg.min_argmax_agreement, cfg.max_relative_logit_diff)

@@ -21,6 +21,7 @@ from cpsl_tf.export.onnx_export import (
     graph_problems,
     graph_report,
     inner_transposes,
+    with_logits_output,
 )
 from tests.export.conftest import standin_segmenter
 
@@ -59,6 +60,22 @@ def test_graph_has_dilated_convs_align_corners_resize_and_io_transposes_only(tin
     up = tf.compat.v1.image.resize_bilinear(logits, (H, W), align_corners=True).numpy()
     expected_map = up.argmax(-1)
     assert (got["class_map"] == expected_map).mean() > 0.999
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_an_argmax_graph_exposes_the_logits_its_argmax_reads(layout, rng):
+    """The parity twin of an argmax artefact: its class map is the artefact's, and its logits are those of
+    a graph converted with a logits output, in the layout's convention."""
+    model = standin_segmenter()
+    argmax_only = convert(deploy_function(model, H, W, layout=layout), opset=17)
+    with_logits = convert(deploy_function(model, H, W, layout=layout, outputs=("logits",)), opset=17)
+    x = rng.random((2, H, W, 3), dtype=np.float32)
+    feed = x.transpose(0, 3, 1, 2) if layout == "nchw" else x
+    twin = run(with_logits_output(argmax_only, layout), feed)
+    np.testing.assert_array_equal(twin["class_map"], run(argmax_only, feed)["class_map"])
+    expected = run(with_logits, feed)["logits"]
+    assert twin["logits"].shape == expected.shape == ((2, 19, H, W) if layout == "nchw" else (2, H, W, 19))
+    np.testing.assert_allclose(twin["logits"], expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
