@@ -148,7 +148,8 @@ CELLS = (
       for name, label, overrides in (("cpsl_paper", "CPSL paper", ()),
                                      ("equal_partition", "equal partition", ("cpsl.equal_partition=true",)),
                                      ("wo_cb", "w/o CB", ("cpsl.class_balanced=false",)),
-                                     ("wo_st", "w/o ST", ("cpsl.use_self_training=false",)))),
+                                     ("wo_st", "w/o ST", ("cpsl.use_self_training=false",)),
+                                     ("wo_mom", "w/o Mom", ("cpsl.use_momentum=false",)))),
 )
 BASE_CELL = {cell.base: cell for cell in CELLS if cell.is_base}
 # Head-to-head differences, paired by seed: CPSL against self-training from the same warm-up, the presets,
@@ -159,7 +160,8 @@ COMPARISONS = (
     *((ablation, "cpsl_paper") for ablation in (
         "wo_st", "wo_cb", "wo_init", "wo_aug", "wo_mom", "equal_partition", "cpsl_gt_marginal", "paper_rce",
         "paper_cutmix", "paper_fixed_r", "paper_official_prototypes", "paper_uniform_256")),
-    *((ablation, "cpsl_paper_long") for ablation in ("equal_partition_long", "wo_cb_long", "wo_st_long")),
+    *((ablation, "cpsl_paper_long") for ablation in ("equal_partition_long", "wo_cb_long", "wo_st_long",
+                                                     "wo_mom_long")),
 )
 BY_NAME = {cell.name: cell for cell in CELLS}
 # The cells of paper Fig. 4: unequal (CPSL) and equal partition over a long horizon.

@@ -18,6 +18,11 @@
 # Then variant B, to confirm the short-horizon claims on the shift nobody tuned for (cells chosen in
 # session 8 before any variant-B adaptation result existed: the warm-up, self-training, CPSL, w/o CB, equal
 # partition, r = ground truth, w/o ST).
+# Session 8 added wo_mom_long (w/o Mom at the paper's momenta 0.999: at 1000 steps the benchmark's EMA of
+# 0.99 showed no effect). c6e88ff does not define it, so it runs last, from a worktree of the commit that
+# added it (the paper preset's step is the same to the last digit: README, Development):
+#   git worktree add --detach ../bench-tree-mom <commit> && ln -s ... (data, benchmarks/runs as above)
+#   (cd ../bench-tree-mom && python benchmarks/adaptation.py --seeds 0 1 2 --only wo_mom_long)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
