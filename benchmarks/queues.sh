@@ -21,7 +21,7 @@
 # Session 8 added wo_mom_long (w/o Mom at the paper's momenta 0.999: at 1000 steps the benchmark's EMA of
 # 0.99 showed no effect). c6e88ff does not define it, so it runs last, from a worktree of the commit that
 # added it (the paper preset's step is the same to the last digit: README, Development):
-#   git worktree add --detach ../bench-tree-mom <commit> && ln -s ... (data, benchmarks/runs as above)
+#   git worktree add --detach ../bench-tree-mom 8e3d570 && ln -s ... (data, benchmarks/runs as above)
 #   (cd ../bench-tree-mom && python benchmarks/adaptation.py --seeds 0 1 2 --only wo_mom_long)
 set -uo pipefail
 cd "$(dirname "$0")/.."
