@@ -16,7 +16,9 @@ The scenes are the benchmark's street scenes, drawn at those sizes. Then, for ea
 in its own process (``scripts/train.py --stage S``) for a few iterations at batch 1 with random
 initialisation (``model.imagenet_weights=false``: no download); its wall time and peak RSS come from
 ``os.wait4``. After the stages: ``evaluate.py`` on the last model, ``export.py`` (float32 ONNX at 1024x2048
-with its parity gate against Keras) and ``predict.py`` with that ONNX model on a 2048x1024 frame.
+with its parity gate against Keras) and ``predict.py`` with that ONNX model on a 2048x1024 frame; for gta
+also ``export.py --int8 --calib-crop 512x1024`` (INT8 ranges measured on half-size crops: calibrating whole
+1024x2048 images does not fit in 24 GB).
 
 Each measured step is recorded as it finishes (``<workdir>/measurements.json``); a rerun skips the steps
 already measured with success, so an interrupted run resumes. Entries of that file with a ``code`` field are
@@ -172,6 +174,13 @@ def run_config(config: str, roots: dict, workdir: Path, scale: float, iterations
                     str(next((roots["cityscapes"] / "leftImg8bit" / "val").rglob("*.png"))),
                     "--out", str(workdir / f"{config}_predict")],
     }
+    if config == "gta":  # the same network as synthia's: once is enough
+        crop = scaled((CITYSCAPES_SIZE[0] // 2, CITYSCAPES_SIZE[1] // 2), scale)
+        steps["export_int8"] = steps["export"][:5] + [str(workdir / f"{config}_int8"), *steps["export"][6:],
+                                                      "--int8", "--calib-crop", f"{crop[0]}x{crop[1]}",
+                                                      "--calib-root", str(roots["cityscapes"]),
+                                                      "--calib-count", "2",  # random weights: the step
+                                                      "--max-int8-miou-drop", "100"]  # measures memory
     for name, command in steps.items():
         if not finished(done, f"{config}/{name}"):
             record(f"{config}/{name}", run_measured(command))

@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="split of the calibration images (default: %(default)s)")
     parser.add_argument("--calib-count", type=int, default=defaults.calibration_images,
                         help="calibration images used at most (default: %(default)s)")
+    parser.add_argument("--calib-crop", type=_height_width, metavar="HxW",
+                        help="measure the INT8 ranges on crops of this size, with the graph exported at that "
+                             "size, when calibrating at the full size does not fit in host memory (e.g. "
+                             "512x1024 for DeepLab-v2 R101 at 1024x2048; default: whole images)")
     parser.add_argument("--int8", action="store_true", help="also write model_int8.onnx (Q/DQ)")
     parser.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx")
     parser.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (GPU host)")
@@ -82,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images per batch of the parity gate (default: %(default)s)")
     add_verbose_flag(parser)
     return parser
+
+
+def _height_width(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive HEIGHTxWIDTH, got {text!r}")
+    return height, width
 
 
 def main(argv=None) -> int:
@@ -138,7 +152,8 @@ def export(args) -> int:
                               output=args.output, argmax_dtype=args.argmax_dtype, opset=args.opset)
     options = ExportOptions(int8=args.int8, fp16=args.fp16, tensorrt=args.tensorrt,
                             max_int8_miou_drop=args.max_int8_miou_drop / 100,
-                            max_fp16_miou_drop=args.max_fp16_miou_drop / 100, batch_size=args.batch_size)
+                            max_fp16_miou_drop=args.max_fp16_miou_drop / 100, batch_size=args.batch_size,
+                            int8_calibration_crop=args.calib_crop)
     try:
         export_model(model, meta, args.out, cfg, eval_samples, calibration, options,
                      checkpoint=args.checkpoint, evaluation_data=evaluation)

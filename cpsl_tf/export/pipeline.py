@@ -48,6 +48,8 @@ class ExportOptions:
     max_fp16_miou_drop: float = 0.005
     batch_size: int = 2
     max_engine_batch: int = 4
+    # (height, width) of the crops INT8 ranges are measured on (quantize.quantize_int8); None: whole images.
+    int8_calibration_crop: tuple[int, int] | None = None
 
 
 def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_samples: Sequence,
@@ -123,8 +125,22 @@ def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_sam
                         height=cfg.height, width=cfg.width, max_batch=options.max_engine_batch)]
     if options.int8:
         int8_path = out / "model_int8.onnx"
-        info = quantize.quantize_int8(onnx_path, int8_path, calibration_samples, size=size,
-                                      layout=cfg.layout, evaluation_samples=eval_samples)
+        crop = options.int8_calibration_crop
+        if crop and (crop[0] > size[0] or crop[1] > size[1]):
+            raise quantize.CalibrationError(f"INT8 calibration crops of {crop[0]}x{crop[1]} do not fit in "
+                                            f"the {size[0]}x{size[1]} input; give a smaller --calib-crop")
+        calibration_model = out / ".calibration_crop.onnx" if crop and tuple(crop) != size else None
+        if calibration_model:
+            export_onnx(model, calibration_model, height=crop[0], width=crop[1], layout=cfg.layout,
+                        output=cfg.output, argmax_dtype=cfg.argmax_dtype, opset=cfg.opset,
+                        align_corners=align_corners)
+        try:
+            info = quantize.quantize_int8(onnx_path, int8_path, calibration_samples, size=size,
+                                          layout=cfg.layout, evaluation_samples=eval_samples,
+                                          calibration_model=calibration_model)
+        finally:
+            if calibration_model:
+                calibration_model.unlink(missing_ok=True)
         qdq = quantize.qdq_summary(onnx.load(str(int8_path)))
         manifest = make_manifest(artefact=int8_path, kind="onnx", precision="int8 (Q/DQ)", **common,
                                  extra={"quantization": {**info, **qdq}})

@@ -114,3 +114,14 @@ def test_int8_calibration_refuses_evaluation_images(tiny_model, data, tmp_path):
     with pytest.raises(ValueError, match="evaluation images"):
         export_model(model, meta, tmp_path, CFG, data[0], data[0], ExportOptions(int8=True),
                      log=lambda *_: None)
+
+
+def test_int8_ranges_can_be_measured_on_crops(tiny_model, data, tmp_path):
+    model, meta = tiny_model
+    options = ExportOptions(int8=True, max_int8_miou_drop=1.0, int8_calibration_crop=(16, 24))
+    manifests = export_model(model, meta, tmp_path, CFG, data[0], data[1], options, log=lambda *_: None)
+    assert manifests["model_int8.onnx"]["quantization"]["calibration_crops"] == "16x24"
+    assert sorted(p.name for p in tmp_path.glob(".*")) == []  # the crop-size graph is not left behind
+    too_large = ExportOptions(int8=True, int8_calibration_crop=(64, 24))
+    with pytest.raises(ValueError, match="do not fit in the 32x48 input"):
+        export_model(model, meta, tmp_path / "again", CFG, data[0], data[1], too_large, log=lambda *_: None)
