@@ -165,6 +165,10 @@ def measure_accuracy(seeds, networks, store: Measurements) -> None:
 
 # -------------------------------------------------------------------------------------------------- cost
 
+# Above this many input pixels, the teacher's INT8 ranges are measured on half-size crops (quantize_on_crops).
+TEACHER_CALIBRATION_PIXELS = 512 * 1024
+
+
 def deployment_network(network: str):
     from cpsl_tf.config import load_config
     from cpsl_tf.models.lraspp import build_lraspp_student
@@ -199,10 +203,16 @@ def deployment_artefact(network: str, size: tuple[int, int], precision: str, fol
         rng = np.random.default_rng(0)
         for index in range(2):
             cv2.imwrite(str(calibration / f"{index}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
-        quantize = ("import sys; from cpsl_tf.export.quantize import quantize_int8; "
-                    "from cpsl_tf.export.samples import folder_samples; "
-                    f"quantize_int8({str(float32)!r}, {str(path)!r}, folder_samples({str(calibration)!r}), "
-                    f"size={tuple(size)!r}, method='minmax')")
+        images = str(calibration)
+        if network == "teacher" and size[0] * size[1] > TEACHER_CALIBRATION_PIXELS:
+            quantize = ("import sys; sys.path.insert(0, 'benchmarks'); "
+                        "from deployment_budget import quantize_on_crops; "
+                        f"quantize_on_crops({network!r}, {tuple(size)!r}, {str(path)!r}, {images!r})")
+        else:
+            quantize = ("from cpsl_tf.export.quantize import quantize_int8; "
+                        "from cpsl_tf.export.samples import folder_samples; "
+                        f"quantize_int8({str(float32)!r}, {str(path)!r}, folder_samples({images!r}), "
+                        f"size={tuple(size)!r}, method='minmax')")
         done = run_measured([sys.executable, "-c", quantize])
         if done["exit_code"] != 0:
             how = ("killed (signal 9: out of memory)" if done["exit_code"] == -9
@@ -210,6 +220,26 @@ def deployment_artefact(network: str, size: tuple[int, int], precision: str, fol
             return (f"not made here: ONNX Runtime's quantize_static (MinMax calibration, 2 images) {how} at "
                     f"{done['peak_rss_gib']:.1f} GiB resident")
     return path
+
+
+def quantize_on_crops(network: str, size: tuple[int, int], path: str, calibration: str) -> None:
+    """The INT8 model at ``size`` with its ranges measured on half-size crops (``quantize_int8``'s
+    ``calibration_model``): whole 1024x2048 images of the R101 do not fit ONNX Runtime's calibration in 24 GB.
+    Both graphs come from one new random instance of the network (file size and latency do not depend on
+    the weights' values)."""
+    import tempfile
+
+    from cpsl_tf.export.onnx_export import export_onnx
+    from cpsl_tf.export.quantize import quantize_int8
+    from cpsl_tf.export.samples import folder_samples
+
+    model = deployment_network(network)
+    with tempfile.TemporaryDirectory(prefix="budget-int8-", dir=Path(path).parent) as folder:
+        full, crop = Path(folder) / "full.onnx", Path(folder) / "crop.onnx"
+        export_onnx(model, full, height=size[0], width=size[1])
+        export_onnx(model, crop, height=size[0] // 2, width=size[1] // 2)
+        quantize_int8(full, path, folder_samples(calibration), size=size, method="minmax",
+                      calibration_model=crop)
 
 
 def ort_latency(path: Path, size: tuple[int, int], runs: int) -> dict:
