@@ -42,6 +42,16 @@ def test_a_range_of_batches_is_read_with_the_export_preprocessing(calibration):
     assert [b["image"].shape[0] for b in reader] == [1]
 
 
+def _minmax_in_one_pass(model, output, reader):
+    """ONNX Runtime's own quantisation with quantize_int8's settings, without CalibStridedMinMax (every
+    batch collected in one go) or crops carried over."""
+    quantize_static(str(model), str(output), reader, quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                   "QuantizeBias": False})
+
+
 def _scales(path) -> dict:
     model = onnx.load(str(path))
     return {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer
@@ -70,13 +80,8 @@ def test_calibration_collects_batch_by_batch_and_gives_the_one_pass_ranges(calib
     monkeypatch.setattr("cpsl_tf.export.quantize.ImageCalibrationReader", _CountingReader)
     quantize_int8(float_model, tmp_path / "strided.onnx", calibration, size=SIZE, method="minmax")
     assert sum(_CountingReader.drawn) == len(calibration) and max(_CountingReader.drawn) == 1
-    # Without CalibStridedMinMax, ONNX Runtime collects every batch in one go.
-    quantize_static(str(float_model), str(tmp_path / "one_pass.onnx"),
-                    ImageCalibrationReader(calibration, "image", SIZE), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                   "QuantizeBias": False})
+    one_pass_reader = ImageCalibrationReader(calibration, "image", SIZE)
+    _minmax_in_one_pass(float_model, tmp_path / "one_pass.onnx", one_pass_reader)
     strided, one_pass = _scales(tmp_path / "strided.onnx"), _scales(tmp_path / "one_pass.onnx")
     assert strided.keys() == one_pass.keys() and len(strided) > 5
     for name, value in one_pass.items():
@@ -116,13 +121,8 @@ def test_ranges_measured_on_crops_are_carried_over_node_by_node(tiny_model, cali
                          calibration_model=small)
     assert info["calibration_crops"] == "16x24"
     # The same crops calibrate the small graph directly: its activation ranges are the carried-over ones.
-    quantize_static(str(small), str(tmp_path / "small_int8.onnx"),
-                    ImageCalibrationReader(calibration, "image", SIZE, crop=(16, 24)),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
-                    op_types_to_quantize=list(QUANTIZED_OPS),
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                   "QuantizeBias": False})
+    _minmax_in_one_pass(small, tmp_path / "small_int8.onnx",
+                        ImageCalibrationReader(calibration, "image", SIZE, crop=(16, 24)))
     carried = _activation_scales(tmp_path / "int8.onnx")
     direct = _activation_scales(tmp_path / "small_int8.onnx")
     assert len(carried) == len(direct) > 5
