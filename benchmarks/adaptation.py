@@ -38,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cpsl_tf.evaluation.report.reading import read_history  # noqa: E402
 from cpsl_tf.labels import RARE_CLASSES, class_names  # noqa: E402
 from cpsl_tf.run_layout import RunLayout  # noqa: E402
 
@@ -326,18 +327,6 @@ def markdown(table: dict, differences: list[dict], command: str, layout: Layout)
     return "\n".join(lines) + "\n"
 
 
-def _eval_history(path: Path) -> dict[int, dict]:
-    """The periodic evaluations of a stage by step; a step logged twice (resumed stage): the later wins."""
-    entries = {}
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-            entries[int(entry["step"])] = entry
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue  # a line cut short by a kill
-    return entries
-
-
 def partition_curves(seeds: list[int], layout: Layout) -> dict:
     """Paper Fig. 4 from the long-horizon cells: target-val mIoU and MPA (%) over the CPSL iterations for
     unequal (CPSL) and equal partition. Per cell and step: each seed's values and their mean; under
@@ -347,7 +336,7 @@ def partition_curves(seeds: list[int], layout: Layout) -> dict:
         for seed in seeds:
             path = RunLayout(layout.runs / name / f"seed{seed}").stage("cpsl").history
             if path.exists():
-                histories[name, seed] = _eval_history(path)
+                histories[name, seed] = {entry["step"]: entry for entry in read_history(path)}
 
     def points(values_of) -> list[dict]:
         by_step: dict[int, dict[int, tuple[float, float]]] = {}
