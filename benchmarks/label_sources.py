@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cpsl_tf.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
+from cpsl_tf.labels import IGNORE_INDEX, RARE_CLASSES  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 SOURCES = ("ST", "SL", "rectified")
-RARE = ("pole", "light", "sign", "rider", "motorcycle", "bicycle", "train")
 
 
 def label_sources(run_dir: Path) -> dict:
@@ -83,7 +83,7 @@ def label_sources(run_dir: Path) -> dict:
                   "rectified": rectify(p_sl, p_st, cfg.cpsl.rectify_threshold)}
         truth = np.stack([np.asarray(resize_nearest(load_label(s.label, s.dataset, k)[..., None],
                                                     p_st.shape[1:3]))[..., 0] for s in chunk])
-        valid = truth != 255
+        valid = truth != IGNORE_INDEX
         counts["ground truth"] += np.bincount(truth[valid], minlength=k)[:k]
         for name, predicted in labels.items():
             predicted = np.asarray(predicted)
@@ -93,7 +93,7 @@ def label_sources(run_dir: Path) -> dict:
     result = {"run": str(run_dir), "images": len(samples), "resolution": list(p_st.shape[1:3]), "sources": {}}
     for name in SOURCES:
         scores = report(confusions[name], k, names)
-        rare = [c["iou"] for c in scores["classes"] if c["name"] in RARE and c["iou"] is not None]
+        rare = [c["iou"] for c in scores["classes"] if c["name"] in RARE_CLASSES and c["iou"] is not None]
         result["sources"][name] = {"miou": scores["miou"], "mpa": scores["mpa"], "pa": scores["pa"],
                                    "rare_miou": float(np.mean(rare)) if rare else None,
                                    "iou": [c["iou"] for c in scores["classes"]],
