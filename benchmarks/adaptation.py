@@ -6,8 +6,13 @@
     python benchmarks/adaptation.py --table-only          # rebuild the table from finished cells
     python benchmarks/adaptation.py --variant B --only source_only oracle   # the shift nobody tuned for
 
-Every cell is a normal run of the stage runner in ``benchmarks/runs/<cell>/seed<k>/`` (its results.json is
-the record; finished cells are kept, interrupted ones resume). Cells that adapt share, per seed, the
+Every cell is a normal run of the stage runner in ``benchmarks/runs/<cell>/seed<k>/`` (finished cells are
+kept, interrupted ones resume). ``benchmarks/runs`` is scratch space that a new machine does not have, so
+each finished cell-seed is recorded in the repository, in ``benchmarks/results/adaptation-cells.json``: its
+target-val scores, its evaluation history and the folder it came from. The table is built from these
+records; a run folder whose result disagrees with its record is refused (the cells paired with it would no
+longer share its warm-up). Every invocation first records what the run folders hold. Cells that adapt
+share, per seed, the
 warm-up and pseudo-label stages of ``benchmarks/runs/<base>/seed<k>/`` (linked into their run folders); the
 bases are ``shared`` (the bench config's 2000 source-only steps), ``shared_6k`` (6000 steps) and
 ``shared_adv`` (the adversarial warm-up).
@@ -230,6 +235,7 @@ def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layo
         run_train_process(config, seed_set + cell.settings(layout), run_dir, "cpsl", log)
     else:
         run_train_process(config, seed_set + cell.settings(layout), run_dir, "warmup", log)
+    record_finished(layout, only=cell)
     return _cell_results(cell, [seed], layout)[seed]
 
 
@@ -246,17 +252,85 @@ def rare_miou(iou: list) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+class RecordMismatch(SystemExit):
+    """A run folder's result that differs from the one recorded for the same cell and seed."""
+
+
+def records_path(layout: Layout) -> Path:
+    return RESULTS / f"{layout.results_stem}-cells.json"
+
+
+def read_records(layout: Layout) -> dict[str, dict[int, dict]]:
+    """The recorded results: cell name -> seed -> record (scores as fractions, as in results.json)."""
+    path = records_path(layout)
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())["cells"]
+    return {name: {int(seed): record for seed, record in seeds.items()} for name, seeds in saved.items()}
+
+
+def write_records(records: dict[str, dict[int, dict]], layout: Layout) -> None:
+    from cpsl_tf.io_utils import atomic_write_json
+
+    cells = {name: {str(seed): records[name][seed] for seed in sorted(records[name])}
+             for name in sorted(records) if records[name]}
+    atomic_write_json(records_path(layout), {
+        "about": "Each finished cell and seed of benchmarks/adaptation.py: target-val scores (fractions), "
+                 "the mean IoU of the rare classes, the stage's periodic evaluations, and where it came "
+                 "from. The tables are built from here.",
+        "cells": cells})
+
+
+def run_record(cell: Cell, folder: Path) -> dict | None:
+    """The record of one finished run folder of ``cell`` (None while it has no score for the cell's stage)."""
+    run = RunLayout(folder)
+    if not run.results.exists():
+        return None
+    result = json.loads(run.results.read_text())["stages"].get(cell.stage)
+    if result is None:
+        return None
+    history = run.stage(cell.stage).history
+    entries = read_history(history) if history.exists() else []
+    return {**result, "rare_miou": rare_miou(result["iou"]), "history": entries,
+            "recorded_from": _shown(folder)}
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def record_finished(layout: Layout, records: dict[str, dict[int, dict]] | None = None,
+                    only: Cell | None = None) -> dict[str, dict[int, dict]]:
+    """Add every finished run folder (of ``only``, or of every cell) to the records, and save them. A run
+    whose mIoU differs from its record stops with a message naming both."""
+    records = read_records(layout) if records is None else records
+    added = False
+    for cell in (only,) if only else CELLS:
+        folder = layout.runs / (cell.base if cell.is_base else cell.name)
+        for seed_folder in sorted(folder.glob("seed*")):
+            if not seed_folder.name[4:].isdigit() or (record := run_record(cell, seed_folder)) is None:
+                continue
+            seed = int(seed_folder.name[4:])
+            known = records.setdefault(cell.name, {}).get(seed)
+            if known is None:
+                records[cell.name][seed] = record
+                added = True
+            elif abs(known["miou"] - record["miou"]) > 1e-9:
+                raise RecordMismatch(
+                    f"{seed_folder}: {cell.name} seed {seed} scores mIoU {100 * record['miou']:.4f}, but "
+                    f"{_shown(records_path(layout))} records {100 * known['miou']:.4f} "
+                    f"({known['recorded_from']}). The cells paired with "
+                    "it would not share its warm-up: move the run folder aside, or remove the record to "
+                    "replace it.")
+    if added:
+        write_records(records, layout)
+    return records
+
+
 def _cell_results(cell: Cell, seeds: list[int], layout: Layout) -> dict[int, dict]:
-    """Finished results of ``cell`` by seed."""
-    folder = layout.runs / (cell.base if cell.is_base else cell.name)
-    found = {}
-    for seed in seeds:
-        path = RunLayout(folder / f"seed{seed}").results
-        if path.exists():
-            stages = json.loads(path.read_text())["stages"]
-            if cell.stage in stages:
-                found[seed] = stages[cell.stage]
-    return found
+    """Recorded results of ``cell`` by seed."""
+    found = read_records(layout).get(cell.name, {})
+    return {seed: found[seed] for seed in seeds if seed in found}
 
 
 def _paired_miou(first: dict[int, dict], second: dict[int, dict]) -> tuple[list[int], list[float]]:
@@ -278,7 +352,7 @@ def collect(found: dict[str, dict[int, dict]], layout: Layout) -> dict:
             "label": cell.label, "settings": cell.describe(layout), "stage": cell.stage,
             "seeds": sorted(results),
             "miou": _summary([r["miou"] for r in rows]), "mpa": _summary([r["mpa"] for r in rows]),
-            "rare_miou": _summary([rare_miou(r["iou"]) for r in rows]),
+            "rare_miou": _summary([r["rare_miou"] for r in rows]),
             "paired_with": paired_with,
             "miou_minus_warmup": _summary(paired) if paired else None,
         }
@@ -327,16 +401,13 @@ def markdown(table: dict, differences: list[dict], command: str, layout: Layout)
     return "\n".join(lines) + "\n"
 
 
-def partition_curves(seeds: list[int], layout: Layout) -> dict:
-    """Paper Fig. 4 from the long-horizon cells: target-val mIoU and MPA (%) over the CPSL iterations for
-    unequal (CPSL) and equal partition. Per cell and step: each seed's values and their mean; under
-    ``"equal - unequal"``, the difference paired by seed at the steps both cells have for a seed."""
-    histories = {}
-    for name in PARTITION_CELLS:
-        for seed in seeds:
-            path = RunLayout(layout.runs / name / f"seed{seed}").stage("cpsl").history
-            if path.exists():
-                histories[name, seed] = {entry["step"]: entry for entry in read_history(path)}
+def partition_curves(found: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
+    """Paper Fig. 4 from the long-horizon cells' recorded histories: target-val mIoU and MPA (%) over the
+    CPSL iterations for unequal (CPSL) and equal partition. Per cell and step: each seed's values and their
+    mean; under ``"equal - unequal"``, the difference paired by seed at the steps both cells have for a
+    seed."""
+    histories = {(name, seed): {entry["step"]: entry for entry in found[name][seed]["history"]}
+                 for name in PARTITION_CELLS for seed in seeds if seed in found[name]}
 
     def points(values_of) -> list[dict]:
         by_step: dict[int, dict[int, tuple[float, float]]] = {}
@@ -416,7 +487,7 @@ def write_outputs(seeds: list[int], command: str, layout: Layout) -> dict:
 
     found = {cell.name: _cell_results(cell, seeds, layout) for cell in CELLS}
     table, differences = collect(found, layout), compare(found)
-    curves = partition_curves(seeds, layout)
+    curves = partition_curves(found, seeds)
     if curves:
         plot_partition_curves(curves, RESULTS / f"{layout.results_stem}-fig4.png")
     atomic_write_json(RESULTS / f"{layout.results_stem}.json",
@@ -436,12 +507,14 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for every cell (e.g. cpsl.iterations=500)")
-    parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished cells")
+    parser.add_argument("--table-only", action="store_true",
+                        help="record finished run folders, then rebuild the table from the records")
     parser.add_argument("--variant", default="A", choices=["A", "B"],
                         help="benchmark variant (B: data/bench-B, generated on first use)")
     args = parser.parse_args(argv)
     layout = Layout(args.variant)
     command = "python benchmarks/adaptation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    record_finished(layout)  # cells finished by another process (a queue) since the last invocation
     if not args.table_only:
         cells = [BY_NAME[name] for name in args.only] if args.only else list(CELLS)
         jobs = [(cell, seed) for seed in args.seeds for cell in cells]
@@ -460,9 +533,9 @@ def main(argv=None) -> int:
                 result = run_cell(cell, seed, args.config, args.overrides, layout)
                 print(f"cell {cell.name} seed {seed}: mIoU {100 * result['miou']:.1f}", flush=True)
         print(f"{len(jobs)} cells in {time.time() - begin:.0f} s")
-    # The table covers every seed finished on disk, not only this invocation's.
-    finished = {int(path.name[4:]) for path in layout.runs.glob("*/seed*") if path.name[4:].isdigit()}
-    write_outputs(sorted(finished | set(args.seeds)), command, layout)
+    # The table covers every recorded seed, not only this invocation's.
+    recorded = {seed for seeds in read_records(layout).values() for seed in seeds}
+    write_outputs(sorted(recorded | set(args.seeds)), command, layout)
     print((RESULTS / f"{layout.results_stem}.md").read_text())
     return 0
 

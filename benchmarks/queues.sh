@@ -23,6 +23,13 @@
 # added it (the paper preset's step is the same to the last digit: README, Development):
 #   git worktree add --detach ../bench-tree-mom 8e3d570 && ln -s ... (data, benchmarks/runs as above)
 #   (cd ../bench-tree-mom && python benchmarks/adaptation.py --seeds 0 1 2 --only wo_mom_long)
+# Session 9 started on a new machine without benchmarks/runs: the finished cells were moved into
+# benchmarks/results/adaptation-cells.json (from the committed table, scores only), and the queues restarted
+# from a new worktree at c6e88ff. The 6000-step warm-ups of seeds 1 and 2 are re-trained there; the records
+# refuse a rebuilt warm-up that does not reproduce the recorded one (source_only_6k seed 1: 38.027).
+#   queue a: python benchmarks/adaptation.py --seeds 1 --only equal_partition_long wo_cb_long wo_st_long
+#   queue b: python benchmarks/adaptation.py --seeds 2 --only cpsl_paper_long equal_partition_long wo_cb_long
+#            wo_st_long
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def _write(runs: Path, folder: str, seed: int, stage: str, miou: float) -> None:
                                                    "acc": iou, "seconds": 1.0}}}))
 
 
+def _table(adaptation, seeds, command, layout):
+    """What ``--table-only`` does: record the finished run folders, then build the table from the records."""
+    adaptation.record_finished(layout)
+    return adaptation.write_outputs(seeds, command, layout)
+
+
 def test_paired_difference_uses_the_same_seed(adaptation, tmp_path):
     runs = tmp_path / "runs"
     source_only = {0: 0.20, 1: 0.30, 2: 0.25}
@@ -41,7 +48,7 @@ def test_paired_difference_uses_the_same_seed(adaptation, tmp_path):
     for seed, value in cpsl.items():
         _write(runs, "cpsl_paper", seed, "cpsl", value)
 
-    table = adaptation.write_outputs([0, 1, 2], "cmd", adaptation.Layout("A"))
+    table = _table(adaptation, [0, 1, 2], "cmd", adaptation.Layout("A"))
 
     row = table["cpsl_paper"]
     assert row["seeds"] == [0, 1]
@@ -63,7 +70,7 @@ def test_variant_b_has_its_own_runs_data_and_table(adaptation, tmp_path):
     assert "data.source_root=data/bench-B/target" in oracle.settings(layout)
     assert "data.source_root=data/bench/target" in oracle.settings(adaptation.Layout("A"))
     _write(layout.runs, "shared", 0, "warmup", 0.3)
-    adaptation.write_outputs([0], "cmd", layout)
+    _table(adaptation, [0], "cmd", layout)
     assert json.loads((tmp_path / "results" / "adaptation-B.json").read_text())["variant"] == "B"
     assert not (tmp_path / "results" / "adaptation.json").exists()
 
@@ -75,7 +82,7 @@ def test_cells_of_the_long_warmup_pair_with_the_long_source_only(adaptation, tmp
     _write(runs, "cpsl_paper_6k", 0, "cpsl", 0.43)
     _write(runs, "oracle", 0, "warmup", 0.60)
 
-    table = adaptation.write_outputs([0], "cmd", adaptation.Layout("A"))
+    table = _table(adaptation, [0], "cmd", adaptation.Layout("A"))
 
     assert table["cpsl_paper_6k"]["miou_minus_warmup"]["mean"] == pytest.approx(3.0)
     assert table["oracle"]["miou_minus_warmup"]["mean"] == pytest.approx(20.0)
@@ -90,7 +97,7 @@ def test_cpsl_from_the_adversarial_warmup_pairs_with_it_and_the_warmup_with_sour
     _write(runs, "shared_adv", 0, "warmup", 0.32)
     _write(runs, "cpsl_paper_adv", 0, "cpsl", 0.37)
 
-    table = adaptation.write_outputs([0], "cmd", adaptation.Layout("A"))
+    table = _table(adaptation, [0], "cmd", adaptation.Layout("A"))
 
     assert table["warmup_adversarial"]["miou"]["mean"] == pytest.approx(32.0)
     assert table["warmup_adversarial"]["miou_minus_warmup"]["mean"] == pytest.approx(4.0)
@@ -109,7 +116,7 @@ def test_comparisons_pair_two_cells_over_the_seeds_both_finished(adaptation, tmp
     for seed in self_training:
         _write(runs, "self_training", seed, "cpsl", self_training[seed])
 
-    adaptation.write_outputs([0, 1, 2], "cmd", adaptation.Layout("A"))
+    _table(adaptation, [0, 1, 2], "cmd", adaptation.Layout("A"))
 
     saved = json.loads((tmp_path / "results" / "adaptation.json").read_text())["differences"]
     assert [(d["cell"], d["minus"]) for d in saved] == [("cpsl_paper", "self_training")]
@@ -130,7 +137,8 @@ def test_partition_curves_average_the_seeds_step_by_step_and_pair_them(adaptatio
         lines = [json.dumps({"step": step, "miou": 0.0, "mpa": 0.0}) for step, _, _ in entries[:1]]
         lines += [json.dumps({"step": step, "miou": miou, "mpa": mpa}) for step, miou, mpa in entries]
         path.write_text("\n".join(lines) + '\n{"step": 3000, "mi')  # the first step logged twice, a cut line
-    adaptation.write_outputs([0, 1, 2], "cmd", adaptation.Layout("A"))
+        _write(runs, cell, seed, "cpsl", entries[-1][1])
+    _table(adaptation, [0, 1, 2], "cmd", adaptation.Layout("A"))
     record = json.loads((tmp_path / "results" / "adaptation.json").read_text())["partition_curves"]
     assert record["cpsl_paper_long"] == [
         {"step": 1000, "seeds": [0, 1], "miou": pytest.approx(31.0), "mpa": pytest.approx(42.0),
@@ -143,3 +151,28 @@ def test_partition_curves_average_the_seeds_step_by_step_and_pair_them(adaptatio
         {"step": 1000, "seeds": [0], "miou": pytest.approx(-2.0), "mpa": pytest.approx(6.0),
          "miou_by_seed": pytest.approx([-2.0]), "mpa_by_seed": pytest.approx([6.0])}]
     assert (tmp_path / "results" / "adaptation-fig4.png").stat().st_size > 0
+
+
+def test_the_table_outlives_its_run_folders_and_a_disagreeing_rerun_is_refused(adaptation, tmp_path):
+    runs = tmp_path / "runs"
+    layout = adaptation.Layout("A")
+    _write(runs, "shared", 0, "warmup", 0.25)
+    _write(runs, "cpsl_paper", 0, "cpsl", 0.31)
+    history = runs / "cpsl_paper" / "seed0" / "cpsl" / "eval_history.jsonl"
+    history.parent.mkdir(parents=True)
+    history.write_text(json.dumps({"step": 1000, "miou": 0.31, "mpa": 0.41}) + "\n")
+    before = _table(adaptation, [0], "cmd", layout)
+    records = json.loads((tmp_path / "results" / "adaptation-cells.json").read_text())["cells"]
+    history = records["cpsl_paper"]["0"]["history"]
+    assert [(e["step"], e["miou"], e["mpa"]) for e in history] == [(1000, 0.31, 0.41)]
+    assert records["cpsl_paper"]["0"]["recorded_from"].endswith("cpsl_paper/seed0")
+    assert records["cpsl_paper"]["0"]["rare_miou"] == pytest.approx(0.31)
+
+    shutil.rmtree(runs)  # a new machine: the scratch folder is gone, the records are in the repository
+    assert _table(adaptation, [0], "cmd", layout) == before
+
+    _write(runs, "shared", 0, "warmup", 0.25)  # the same warm-up rebuilt: agrees with its record
+    _write(runs, "cpsl_paper", 0, "cpsl", 0.30)  # a re-run that does not reproduce
+    with pytest.raises(adaptation.RecordMismatch, match=r"cpsl_paper seed 0 scores mIoU 30.0000, but .* "
+                                                        r"records 31.0000"):
+        adaptation.record_finished(layout)
