@@ -126,9 +126,8 @@ def export_model(model, meta: dict, out: str | Path, cfg: ExportConfig, eval_sam
     if options.int8:
         int8_path = out / "model_int8.onnx"
         crop = options.int8_calibration_crop
-        if crop and (crop[0] > size[0] or crop[1] > size[1]):
-            raise quantize.CalibrationError(f"INT8 calibration crops of {crop[0]}x{crop[1]} do not fit in "
-                                            f"the {size[0]}x{size[1]} input; give a smaller --calib-crop")
+        if crop:
+            quantize.crop_origins(size, crop)  # refuses crops larger than the input before any export
         calibration_model = out / ".calibration_crop.onnx" if crop and tuple(crop) != size else None
         if calibration_model:
             export_onnx(model, calibration_model, height=crop[0], width=crop[1], layout=cfg.layout,

@@ -43,8 +43,8 @@ def crop_origins(size: tuple[int, int], crop: tuple[int, int]) -> list[tuple[int
     """Top-left corners of the fewest ``crop``-sized windows, evenly spread, that cover an image of
     ``size`` (the whole image when ``crop`` is ``size``)."""
     if crop[0] > size[0] or crop[1] > size[1]:
-        raise ValueError(f"calibration crops {crop[0]}x{crop[1]} are larger than the model input "
-                         f"{size[0]}x{size[1]}")
+        raise CalibrationError(f"INT8 calibration crops of {crop[0]}x{crop[1]} do not fit in the "
+                               f"{size[0]}x{size[1]} input; give a smaller --calib-crop")
     axes = []
     for full, part in zip(size, crop):
         count = -(-full // part)

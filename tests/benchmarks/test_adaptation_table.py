@@ -176,3 +176,14 @@ def test_the_table_outlives_its_run_folders_and_a_disagreeing_rerun_is_refused(a
     with pytest.raises(adaptation.RecordMismatch, match=r"cpsl_paper seed 0 scores mIoU 30.0000, but .* "
                                                         r"records 31.0000"):
         adaptation.record_finished(layout)
+
+
+def test_a_scores_only_record_is_completed_by_a_run_that_reproduces_it(adaptation, tmp_path):
+    layout = adaptation.Layout("A")
+    adaptation.write_records({"source_only": {0: {"miou": 0.25, "mpa": 0.35, "rare_miou": 0.1, "history": [],
+                                                  "recorded_from": "an earlier table"}}}, layout)
+    _write(tmp_path / "runs", "shared", 0, "warmup", 0.25)
+    adaptation.record_finished(layout)
+    record = adaptation.read_records(layout)["source_only"][0]
+    assert record["iou"] == [0.25] * 19
+    assert record["recorded_from"].endswith("shared/seed0")

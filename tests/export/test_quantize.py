@@ -92,7 +92,7 @@ def test_crops_cover_the_image_evenly():
     assert crop_origins((32, 48), (16, 24)) == [(0, 0), (0, 24), (16, 0), (16, 24)]
     assert crop_origins((40, 48), (16, 48)) == [(0, 0), (12, 0), (24, 0)]
     assert crop_origins((32, 48), (32, 48)) == [(0, 0)]
-    with pytest.raises(ValueError, match="larger than the model input"):
+    with pytest.raises(CalibrationError, match="crops of 64x24 do not fit in the 32x48 input"):
         crop_origins((32, 48), (64, 24))
 
 
