@@ -30,6 +30,13 @@
 #   queue a: python benchmarks/adaptation.py --seeds 1 --only equal_partition_long wo_cb_long wo_st_long
 #   queue b: python benchmarks/adaptation.py --seeds 2 --only cpsl_paper_long equal_partition_long wo_cb_long
 #            wo_st_long
+# A machine does not outlive its session (about 180 minutes), and a run folder goes with it: a 10,000-step
+# cell (about 55 minutes beside the other queue here) must start early enough to finish, and the records
+# are written (python benchmarks/adaptation.py --table-only from the main checkout) and committed before
+# the session ends. Decided in session 9 before any variant-B adaptation result: the long-horizon claims
+# (Fig. 4, and w/o CB, which follows equal partition step for step on variant A) are confirmed on variant B
+# with cpsl_paper_long and equal_partition_long, 3 seeds (--variant B --only cpsl_paper_long
+# equal_partition_long).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
