@@ -3,7 +3,7 @@
     python benchmarks/adaptation.py                       # every cell, 3 seeds (hours on a 2-core CPU)
     python benchmarks/adaptation.py --only source_only cpsl_paper self_training --seeds 0
     python benchmarks/adaptation.py --jobs 2              # cells in parallel processes
-    python benchmarks/adaptation.py --table-only          # rebuild the table from finished cells
+    python benchmarks/adaptation.py --table-only          # record finished cells, rebuild the table
     python benchmarks/adaptation.py --variant B --only source_only oracle   # the shift nobody tuned for
 
 Every cell is a normal run of the stage runner in ``benchmarks/runs/<cell>/seed<k>/`` (finished cells are
@@ -12,10 +12,9 @@ each finished cell-seed is recorded in the repository, in ``benchmarks/results/a
 target-val scores, its evaluation history and the folder it came from. The table is built from these
 records; a run folder whose result disagrees with its record is refused (the cells paired with it would no
 longer share its warm-up). Every invocation first records what the run folders hold. Cells that adapt
-share, per seed, the
-warm-up and pseudo-label stages of ``benchmarks/runs/<base>/seed<k>/`` (linked into their run folders); the
-bases are ``shared`` (the bench config's 2000 source-only steps), ``shared_6k`` (6000 steps) and
-``shared_adv`` (the adversarial warm-up).
+share, per seed, the warm-up and pseudo-label stages of ``benchmarks/runs/<base>/seed<k>/`` (linked into
+their run folders); the bases are ``shared`` (the bench config's 2000 source-only steps), ``shared_6k``
+(6000 steps) and ``shared_adv`` (the adversarial warm-up).
 Writes benchmarks/results/adaptation.json and adaptation.md (mean and spread over seeds of mIoU, MPA and the
 mean IoU of the rare classes where CPSL claims its gain: light, sign, rider, motorcycle, bicycle, train; and
 each cell's mIoU minus that of its warm-up with the same seed, the paired difference that seed noise affects
@@ -299,32 +298,35 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def record_finished(layout: Layout, records: dict[str, dict[int, dict]] | None = None,
-                    only: Cell | None = None) -> dict[str, dict[int, dict]]:
+def record_finished(layout: Layout, only: Cell | None = None) -> None:
     """Add every finished run folder (of ``only``, or of every cell) to the records, and save them. A run
-    whose mIoU differs from its record stops with a message naming both."""
-    records = read_records(layout) if records is None else records
-    added = False
-    for cell in (only,) if only else CELLS:
-        folder = layout.runs / (cell.base if cell.is_base else cell.name)
-        for seed_folder in sorted(folder.glob("seed*")):
-            if not seed_folder.name[4:].isdigit() or (record := run_record(cell, seed_folder)) is None:
-                continue
-            seed = int(seed_folder.name[4:])
-            known = records.setdefault(cell.name, {}).get(seed)
-            if known is None or ("iou" not in known and abs(known["miou"] - record["miou"]) <= 1e-9):
-                records[cell.name][seed] = record  # new, or a scores-only record its rerun reproduces
-                added = True
-            elif abs(known["miou"] - record["miou"]) > 1e-9:
-                raise RecordMismatch(
-                    f"{seed_folder}: {cell.name} seed {seed} scores mIoU {100 * record['miou']:.4f}, but "
-                    f"{_shown(records_path(layout))} records {100 * known['miou']:.4f} "
-                    f"({known['recorded_from']}). The cells paired with "
-                    "it would not share its warm-up: move the run folder aside, or remove the record to "
-                    "replace it.")
-    if added:
-        write_records(records, layout)
-    return records
+    whose mIoU differs from its record stops with a message naming both. Queues in other processes record
+    too: the read-modify-write holds a lock."""
+    import fcntl
+
+    layout.runs.mkdir(parents=True, exist_ok=True)
+    with open(layout.runs / ".records.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records, added = read_records(layout), False
+        for cell in (only,) if only else CELLS:
+            folder = layout.runs / (cell.base if cell.is_base else cell.name)
+            for seed_folder in sorted(folder.glob("seed*")):
+                if not seed_folder.name[4:].isdigit() or (record := run_record(cell, seed_folder)) is None:
+                    continue
+                seed = int(seed_folder.name[4:])
+                known = records.setdefault(cell.name, {}).get(seed)
+                reproduces = known is not None and abs(known["miou"] - record["miou"]) <= 1e-9
+                if known is not None and not reproduces:
+                    raise RecordMismatch(
+                        f"{seed_folder}: {cell.name} seed {seed} scores mIoU {100 * record['miou']:.4f}, "
+                        f"but {_shown(records_path(layout))} records {100 * known['miou']:.4f} "
+                        f"({known['recorded_from']}). The cells paired with it would not share its "
+                        "warm-up: move the run folder aside, or remove the record to replace it.")
+                if known is None or "iou" not in known:  # new, or a scores-only record its rerun reproduces
+                    records[cell.name][seed] = record
+                    added = True
+        if added:
+            write_records(records, layout)
 
 
 def _cell_results(cell: Cell, seeds: list[int], layout: Layout) -> dict[int, dict]:
