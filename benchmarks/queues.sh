@@ -37,6 +37,20 @@
 # (Fig. 4, and w/o CB, which follows equal partition step for step on variant A) are confirmed on variant B
 # with cpsl_paper_long and equal_partition_long, 3 seeds (--variant B --only cpsl_paper_long
 # equal_partition_long).
+# Session 9 ran, from ../bench-tree (c6e88ff): the two queues above up to their second long cell (finished:
+# equal_partition_long and wo_cb_long seed 1, cpsl_paper_long and equal_partition_long seed 2), then
+# variant B's short cells of seeds 1 and 0, one per queue, until the session ended:
+#   python benchmarks/adaptation.py --variant B --seeds <1|0> --only source_only self_training cpsl_paper
+#          wo_cb equal_partition cpsl_gt_marginal wo_st
+# Left for the next sessions, each sized to finish before the session ends (two queues):
+#   1. python benchmarks/adaptation.py --seeds 0 --only wo_st_long   (re-trains shared_6k seed 0 first;
+#      its record, 37.39, must be reproduced) ... then --seeds 1 / 2 --only wo_st_long, --seeds 2 --only
+#      wo_cb_long
+#   2. (cd ../bench-tree-mom && python benchmarks/adaptation.py --seeds 0 1 2 --only wo_mom_long)
+#   3. the variant-B short cells not yet recorded, then --variant B --seeds 0 1 2 --only cpsl_paper_long
+#      equal_partition_long
+#   4. --seeds 0 1 2 --only paper_rce paper_official_prototypes paper_uniform_256 (paper_rce seed 0 is done)
+# After each cell: python benchmarks/adaptation.py --table-only [--variant B] from the main checkout, commit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
