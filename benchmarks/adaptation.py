@@ -217,8 +217,8 @@ def changes_pseudo_stage(cell: Cell, config: Path, seed_set: list[str], layout: 
 
 def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layout) -> dict:
     """Run (or resume) one cell for one seed; returns its result dict from results.json."""
-    if seed in (done := _cell_results(cell, [seed], layout)):
-        return done[seed]
+    if (done := read_records(layout).get(cell.name, {}).get(seed)) is not None:
+        return done
     seed_set = [f"train.seed={seed}"] + layout.overrides() + extra
     run_dir = layout.runs / cell.name / f"seed{seed}"
     log = run_dir.with_suffix(".log")
@@ -235,7 +235,7 @@ def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layo
     else:
         run_train_process(config, seed_set + cell.settings(layout), run_dir, "warmup", log)
     record_finished(layout, only=cell)
-    return _cell_results(cell, [seed], layout)[seed]
+    return read_records(layout)[cell.name][seed]
 
 
 def _summary(values: list[float]) -> dict:
@@ -327,12 +327,6 @@ def record_finished(layout: Layout, only: Cell | None = None) -> None:
                     added = True
         if added:
             write_records(records, layout)
-
-
-def _cell_results(cell: Cell, seeds: list[int], layout: Layout) -> dict[int, dict]:
-    """Recorded results of ``cell`` by seed."""
-    found = read_records(layout).get(cell.name, {})
-    return {seed: found[seed] for seed in seeds if seed in found}
 
 
 def _paired_miou(first: dict[int, dict], second: dict[int, dict]) -> tuple[list[int], list[float]]:
@@ -487,7 +481,9 @@ def plot_partition_curves(curves: dict, path: Path) -> None:
 def write_outputs(seeds: list[int], command: str, layout: Layout) -> dict:
     from cpsl_tf.io_utils import atomic_write_json, atomic_write_text
 
-    found = {cell.name: _cell_results(cell, seeds, layout) for cell in CELLS}
+    records = read_records(layout)  # read once: every cell's recorded results by seed
+    found = {cell.name: {seed: record for seed, record in records.get(cell.name, {}).items() if seed in seeds}
+             for cell in CELLS}
     table, differences = collect(found, layout), compare(found)
     curves = partition_curves(found, seeds)
     if curves:
