@@ -11,7 +11,13 @@ kept, interrupted ones resume). ``benchmarks/runs`` is scratch space that a new 
 each finished cell-seed is recorded in the repository, in ``benchmarks/results/adaptation-cells.json``: its
 target-val scores, its evaluation history and the folder it came from. The table is built from these
 records; a run folder whose result disagrees with its record is refused (the cells paired with it would no
-longer share its warm-up). Every invocation first records what the run folders hold. Cells that adapt
+longer share its warm-up). Every invocation first records what the run folders hold.
+A record is one run: a seed on one machine type. The same seed trains a different warm-up on a CPU whose
+oneDNN kernels differ (measured: seed 2's 6000-step warm-up scores 40.0 on the machine of sessions 4-9 and
+38.3 on an AMD EPYC with AVX-512), so differences are paired only between runs of the same seed on the same
+machine type. The records name the machine types (``m0`` is that of sessions 4-9, whose CPU was not
+recorded); a machine not seen before is identified by its first warm-up: when it reproduces a record of a
+machine whose CPU is unknown to the last digit, it is that machine, otherwise a new one. Cells that adapt
 share, per seed, the warm-up and pseudo-label stages of ``benchmarks/runs/<base>/seed<k>/`` (linked into
 their run folders); the bases are ``shared`` (the bench config's 2000 source-only steps), ``shared_6k``
 (6000 steps) and ``shared_adv`` (the adversarial warm-up).
@@ -36,6 +42,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -215,9 +222,13 @@ def changes_pseudo_stage(cell: Cell, config: Path, seed_set: list[str], layout: 
     return stage_fingerprint(base, "pseudo") != stage_fingerprint(own, "pseudo")
 
 
-def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layout) -> dict:
-    """Run (or resume) one cell for one seed; returns its result dict from results.json."""
-    if (done := read_records(layout).get(cell.name, {}).get(seed)) is not None:
+def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layout,
+             reuse_record: bool = True) -> dict:
+    """Run (or resume) one cell for one seed; returns its record. A cell that this machine type has
+    recorded is not run again unless ``reuse_record`` is false (a caller that needs its run folder)."""
+    machine = this_machine(layout)
+    if reuse_record and machine is not None and (
+            done := read_records(layout).get(cell.name, {}).get(Replicate(machine, seed))) is not None:
         return done
     seed_set = [f"train.seed={seed}"] + layout.overrides() + extra
     run_dir = layout.runs / cell.name / f"seed{seed}"
@@ -235,7 +246,7 @@ def run_cell(cell: Cell, seed: int, config: Path, extra: list[str], layout: Layo
     else:
         run_train_process(config, seed_set + cell.settings(layout), run_dir, "warmup", log)
     record_finished(layout, only=cell)
-    return read_records(layout)[cell.name][seed]
+    return read_records(layout)[cell.name][Replicate(this_machine(layout), seed)]
 
 
 def _summary(values: list[float]) -> dict:
@@ -252,31 +263,88 @@ def rare_miou(iou: list) -> float:
 
 
 class RecordMismatch(SystemExit):
-    """A run folder's result that differs from the one recorded for the same cell and seed."""
+    """A run folder's result that differs from the one recorded for the same cell, seed and machine."""
+
+
+REFERENCE_MACHINE = "m0"  # the machine type of sessions 4-9; its runs are keyed by their seed alone
+
+
+class Replicate(NamedTuple):
+    """One run of a cell: a seed on one machine type. Paired differences pair equal replicates."""
+
+    machine: str
+    seed: int
+
+    @classmethod
+    def parse(cls, key: str) -> Replicate:
+        seed, _, machine = key.partition("@")
+        return cls(machine or REFERENCE_MACHINE, int(seed))
+
+    @property
+    def key(self) -> str:
+        return str(self.seed) if self.machine == REFERENCE_MACHINE else f"{self.seed}@{self.machine}"
+
+
+def machine_signature() -> str:
+    """What decides the floating-point kernels TensorFlow runs here: oneDNN dispatches on the CPU's vendor,
+    family, model and vector extensions, and the TensorFlow release brings its own kernels."""
+    import importlib.metadata
+
+    fields = {}
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        key, _, value = line.partition(":")
+        if not line.strip():
+            break  # the first processor describes them all
+        fields[key.strip()] = value.strip()
+    vector = sorted(flag for flag in fields.get("flags", "").split()
+                    if flag.startswith(("avx", "amx", "fma", "sse4")))
+    vendor = fields.get("vendor_id", platform.processor() or "unknown")
+    cpu = (f"{vendor} family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
+           f"({fields.get('model name', 'unnamed')})")
+    return (f"{platform.machine()} {cpu}, {' '.join(vector) or 'no vector flags read'}; "
+            f"tensorflow {importlib.metadata.version('tensorflow')}")
 
 
 def records_path(layout: Layout) -> Path:
     return RESULTS / f"{layout.results_stem}-cells.json"
 
 
-def read_records(layout: Layout) -> dict[str, dict[int, dict]]:
-    """The recorded results: cell name -> seed -> record (scores as fractions, as in results.json)."""
+def _saved(layout: Layout) -> dict:
     path = records_path(layout)
-    if not path.exists():
-        return {}
-    saved = json.loads(path.read_text())["cells"]
-    return {name: {int(seed): record for seed, record in seeds.items()} for name, seeds in saved.items()}
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_records(records: dict[str, dict[int, dict]], layout: Layout) -> None:
+def read_records(layout: Layout) -> dict[str, dict[Replicate, dict]]:
+    """The recorded results: cell name -> replicate -> record (scores as fractions, as in results.json)."""
+    return {name: {Replicate.parse(key): record for key, record in runs.items()}
+            for name, runs in _saved(layout).get("cells", {}).items()}
+
+
+def read_machines(layout: Layout) -> dict[str, dict]:
+    """The machine types the records name: id -> {"signature": machine_signature() or None, "note"}."""
+    unrecorded = {"signature": None, "note": "the machine of sessions 4-9; its CPU was not recorded"}
+    return _saved(layout).get("machines", {REFERENCE_MACHINE: unrecorded})
+
+
+def this_machine(layout: Layout) -> str | None:
+    """The id of this machine type in the records (None until its first record)."""
+    signature = machine_signature()
+    return next((m for m, known in read_machines(layout).items() if known["signature"] == signature), None)
+
+
+def write_records(records: dict[str, dict[Replicate, dict]], layout: Layout,
+                  machines: dict[str, dict] | None = None) -> None:
     from cpsl_tf.io_utils import atomic_write_json
 
-    cells = {name: {str(seed): records[name][seed] for seed in sorted(records[name])}
+    cells = {name: {run.key: records[name][run] for run in sorted(records[name])}
              for name in sorted(records) if records[name]}
     atomic_write_json(records_path(layout), {
-        "about": "Each finished cell and seed of benchmarks/adaptation.py: target-val scores (fractions), "
+        "about": "Each finished cell and run of benchmarks/adaptation.py: target-val scores (fractions), "
                  "the mean IoU of the rare classes, the stage's periodic evaluations, and where it came "
-                 "from. The tables are built from here.",
+                 "from. A run is keyed by its seed on machine m0, by seed@machine on the others. The "
+                 "tables are built from here.",
+        "machines": machines if machines is not None else read_machines(layout),
         "cells": cells})
 
 
@@ -298,45 +366,72 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+def _identify(machines: dict[str, dict], records: dict[str, dict[Replicate, dict]],
+              finished: list[tuple[Cell, int, dict]]) -> str:
+    """The id of this machine type: known by its signature; else a machine of unknown signature that has no
+    record yet, or whose base warm-up a finished one here reproduces to the last digit; else a new id."""
+    signature = machine_signature()
+    if (known := next((m for m, k in machines.items() if k["signature"] == signature), None)) is not None:
+        return known
+    unknown = [m for m, k in machines.items() if k["signature"] is None]
+    for machine in unknown:
+        if not any(run.machine == machine for runs in records.values() for run in runs):
+            machines[machine]["signature"] = signature
+            return machine
+    for cell, seed, record in finished:
+        for machine in unknown:
+            earlier = records.get(cell.name, {}).get(Replicate(machine, seed))
+            if cell.is_base and earlier is not None and abs(earlier["miou"] - record["miou"]) <= 1e-9:
+                machines[machine]["signature"] = signature
+                return machine
+    new = f"m{len(machines)}"
+    machines[new] = {"signature": signature, "note": f"first recorded {time.strftime('%Y-%m-%d')}"}
+    return new
+
+
 def record_finished(layout: Layout, only: Cell | None = None) -> None:
-    """Add every finished run folder (of ``only``, or of every cell) to the records, and save them. A run
-    whose mIoU differs from its record stops with a message naming both. Queues in other processes record
-    too: the read-modify-write holds a lock."""
+    """Add every finished run folder (of ``only``, or of every cell) to the records, as runs of this machine
+    type, and save them. A run whose mIoU differs from its record on this machine type stops with a message
+    naming both. Queues in other processes record too: the read-modify-write holds a lock."""
     import fcntl
 
     layout.runs.mkdir(parents=True, exist_ok=True)
     with open(layout.runs / ".records.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        records, added = read_records(layout), False
-        for cell in (only,) if only else CELLS:
+        records, machines = read_records(layout), read_machines(layout)
+        finished = []
+        for cell in sorted((only,) if only else CELLS, key=lambda c: not c.is_base):  # warm-ups identify
             folder = layout.runs / (cell.base if cell.is_base else cell.name)
             for seed_folder in sorted(folder.glob("seed*")):
-                if not seed_folder.name[4:].isdigit() or (record := run_record(cell, seed_folder)) is None:
-                    continue
-                seed = int(seed_folder.name[4:])
-                known = records.setdefault(cell.name, {}).get(seed)
-                reproduces = known is not None and abs(known["miou"] - record["miou"]) <= 1e-9
-                if known is not None and not reproduces:
-                    raise RecordMismatch(
-                        f"{seed_folder}: {cell.name} seed {seed} scores mIoU {100 * record['miou']:.4f}, "
-                        f"but {_shown(records_path(layout))} records {100 * known['miou']:.4f} "
-                        f"({known['recorded_from']}). The cells paired with it would not share its "
-                        "warm-up: move the run folder aside, or remove the record to replace it.")
-                if known is None or "iou" not in known:  # new, or a scores-only record its rerun reproduces
-                    records[cell.name][seed] = record
-                    added = True
-        if added:
-            write_records(records, layout)
+                if seed_folder.name[4:].isdigit() and (record := run_record(cell, seed_folder)) is not None:
+                    finished.append((cell, int(seed_folder.name[4:]), record))
+        if not finished:
+            return
+        machine = _identify(machines, records, finished)
+        for cell, seed, record in finished:
+            run = Replicate(machine, seed)
+            known = records.setdefault(cell.name, {}).get(run)
+            if known is not None and abs(known["miou"] - record["miou"]) > 1e-9:
+                raise RecordMismatch(
+                    f"{record['recorded_from']}: {cell.name} seed {seed} on machine {machine} scores mIoU "
+                    f"{100 * record['miou']:.4f}, but {_shown(records_path(layout))} records "
+                    f"{100 * known['miou']:.4f} ({known['recorded_from']}). The cells paired with it would "
+                    "not share its warm-up: move the run folder aside, or remove the record to replace it.")
+            if known is None or "iou" not in known:  # new, or a scores-only record its rerun reproduces
+                records[cell.name][run] = record
+        if records != read_records(layout) or machines != read_machines(layout):
+            write_records(records, layout, machines)
 
 
-def _paired_miou(first: dict[int, dict], second: dict[int, dict]) -> tuple[list[int], list[float]]:
-    """The seeds both result sets have, and the mIoU of ``first`` minus that of ``second`` on each."""
+def _paired_miou(first: dict[Replicate, dict], second: dict[Replicate, dict]
+                 ) -> tuple[list[Replicate], list[float]]:
+    """The runs both result sets have, and the mIoU of ``first`` minus that of ``second`` on each."""
     common = sorted(set(first) & set(second))
-    return common, [first[seed]["miou"] - second[seed]["miou"] for seed in common]
+    return common, [first[run]["miou"] - second[run]["miou"] for run in common]
 
 
-def collect(found: dict[str, dict[int, dict]], layout: Layout) -> dict:
-    """The table's rows from every cell's finished results by seed (``found``, keyed by cell name)."""
+def collect(found: dict[str, dict[Replicate, dict]], layout: Layout) -> dict:
+    """The table's rows from every cell's finished results by run (``found``, keyed by cell name)."""
     table = {}
     for cell in CELLS:
         if not (results := found[cell.name]):
@@ -346,7 +441,7 @@ def collect(found: dict[str, dict[int, dict]], layout: Layout) -> dict:
         _, paired = _paired_miou(results, found[paired_with])
         table[cell.name] = {
             "label": cell.label, "settings": cell.describe(layout), "stage": cell.stage,
-            "seeds": sorted(results),
+            "runs": [run.key for run in sorted(results)],
             "miou": _summary([r["miou"] for r in rows]), "mpa": _summary([r["mpa"] for r in rows]),
             "rare_miou": _summary([r["rare_miou"] for r in rows]),
             "paired_with": paired_with,
@@ -355,18 +450,20 @@ def collect(found: dict[str, dict[int, dict]], layout: Layout) -> dict:
     return table
 
 
-def compare(found: dict[str, dict[int, dict]]) -> list[dict]:
-    """mIoU of one cell minus another's, seed by seed, over the seeds both have finished."""
+def compare(found: dict[str, dict[Replicate, dict]]) -> list[dict]:
+    """mIoU of one cell minus another's, run by run, over the runs (seed and machine) both have finished."""
     differences = []
     for first, second in COMPARISONS:
         common, values = _paired_miou(found[first], found[second])
         if common:
-            differences.append({"cell": first, "minus": second, "seeds": common, "miou": _summary(values)})
+            differences.append({"cell": first, "minus": second, "runs": [run.key for run in common],
+                                "miou": _summary(values)})
     return differences
 
 
-def markdown(table: dict, differences: list[dict], command: str, layout: Layout) -> str:
-    lines = ["| setting | mIoU | mIoU - its warm-up (paired) | MPA | rare-class mIoU | seeds |",
+def markdown(table: dict, differences: list[dict], command: str, layout: Layout,
+             machines: dict[str, dict]) -> str:
+    lines = ["| setting | mIoU | mIoU - its warm-up (paired) | MPA | rare-class mIoU | runs |",
              "|---|---|---|---|---|---|"]
 
     def fmt(summary, signed=False):
@@ -379,54 +476,61 @@ def markdown(table: dict, differences: list[dict], command: str, layout: Layout)
         lines.append(f"| {row['label']} | {fmt(row['miou'])} | {fmt(row['miou_minus_warmup'], True)} | "
                      f"{fmt(row['mpa'])} | {fmt(row['rare_miou'])} | {row['miou']['n']} |")
     if differences:
-        lines += ["", "| comparison (paired by seed) | mIoU difference | per seed | seeds |",
+        lines += ["", "| comparison (paired by run) | mIoU difference | per run | runs |",
                   "|---|---|---|---|"]
         for d in differences:
-            per_seed = ", ".join(f"{v:+.1f}" for v in d["miou"]["values"])
+            per_run = ", ".join(f"{v:+.1f}" + ("" if key.isdigit() else f" ({key})")
+                                for v, key in zip(d["miou"]["values"], d["runs"]))
             lines.append(f"| {BY_NAME[d['cell']].label} - {BY_NAME[d['minus']].label} | "
-                         f"{fmt(d['miou'], True)} | {per_seed} | {d['miou']['n']} |")
-    lines += ["", f"Benchmark variant {layout.variant}. Command: `{command}`. Machine: {os.cpu_count()} CPU "
-              f"cores, {platform.machine()}. Spread is the sample standard deviation over seeds; the paired "
-              "column subtracts the mIoU of the source-only warm-up with the same seed and step budget "
+                         f"{fmt(d['miou'], True)} | {per_run} | {d['miou']['n']} |")
+    used = sorted({Replicate.parse(key).machine for row in table.values() for key in row["runs"]})
+    named = "; ".join(f"{m}: {machines[m]['signature'] or machines[m]['note']}" for m in used)
+    lines += ["", f"Benchmark variant {layout.variant}. Command: `{command}`. Machines, {os.cpu_count()} CPU "
+              f"cores each: {named}. A run is a seed on one machine type: written as its seed on "
+              f"{REFERENCE_MACHINE}, as seed@machine on another, and paired only with runs of the same seed "
+              "and machine type (another CPU trains another warm-up from the same seed). Spread is the "
+              "sample standard deviation over runs; the paired "
+              "column subtracts the mIoU of the source-only warm-up of the same run and step budget "
               "(2000 steps, or 6000 where the setting says so; adapting cells start from that very "
               "warm-up), except CPSL from the adversarial warm-up, which is paired with that warm-up. "
               "Absolute scores move by up to about 3 points from seed to seed "
-              "(docs/benchmark-notes.md); paired differences, which share the seed's data order and "
+              "(docs/benchmark-notes.md); paired differences, which share the run's data order and "
               "warm-up, vary far less (their spread "
               "is shown)."]
     return "\n".join(lines) + "\n"
 
 
-def partition_curves(found: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
+def partition_curves(found: dict[str, dict[Replicate, dict]]) -> dict:
     """Paper Fig. 4 from the long-horizon cells' recorded histories: target-val mIoU and MPA (%) over the
-    CPSL iterations for unequal (CPSL) and equal partition. Per cell and step: each seed's values and their
-    mean; under ``"equal - unequal"``, the difference paired by seed at the steps both cells have for a
-    seed."""
-    histories = {(name, seed): {entry["step"]: entry for entry in found[name][seed]["history"]}
-                 for name in PARTITION_CELLS for seed in seeds if seed in found[name]}
+    CPSL iterations for unequal (CPSL) and equal partition. Per cell and step: each run's values and their
+    mean; under ``"equal - unequal"``, the difference paired by run at the steps both cells have for a
+    run."""
+    histories = {(name, run): {entry["step"]: entry for entry in record["history"]}
+                 for name in PARTITION_CELLS for run, record in found[name].items()}
+    runs = sorted({run for _, run in histories})
 
     def points(values_of) -> list[dict]:
-        by_step: dict[int, dict[int, tuple[float, float]]] = {}
-        for seed in seeds:
-            for step, values in values_of(seed).items():
-                by_step.setdefault(step, {})[seed] = values
-        return [{"step": step, "seeds": sorted(found),
+        by_step: dict[int, dict[Replicate, tuple[float, float]]] = {}
+        for run in runs:
+            for step, values in values_of(run).items():
+                by_step.setdefault(step, {})[run] = values
+        return [{"step": step, "runs": [run.key for run in sorted(found)],
                  "miou": float(np.mean([v[0] for v in found.values()])),
                  "mpa": float(np.mean([v[1] for v in found.values()])),
-                 "miou_by_seed": [found[s][0] for s in sorted(found)],
-                 "mpa_by_seed": [found[s][1] for s in sorted(found)]}
+                 "miou_by_run": [found[r][0] for r in sorted(found)],
+                 "mpa_by_run": [found[r][1] for r in sorted(found)]}
                 for step, found in sorted(by_step.items())]
 
-    def scores(name, seed) -> dict[int, tuple[float, float]]:
+    def scores(name, run) -> dict[int, tuple[float, float]]:
         return {step: (100 * float(e["miou"]), 100 * float(e["mpa"]))
-                for step, e in histories.get((name, seed), {}).items()}
+                for step, e in histories.get((name, run), {}).items()}
 
-    curves = {name: points(lambda seed, name=name: scores(name, seed)) for name in PARTITION_CELLS}
+    curves = {name: points(lambda run, name=name: scores(name, run)) for name in PARTITION_CELLS}
     curves = {name: found for name, found in curves.items() if found}
     unequal, equal = PARTITION_CELLS
 
-    def paired(seed):
-        a, b = scores(equal, seed), scores(unequal, seed)
+    def paired(run):
+        a, b = scores(equal, run), scores(unequal, run)
         return {step: (a[step][0] - b[step][0], a[step][1] - b[step][1]) for step in a.keys() & b.keys()}
 
     difference = points(paired)
@@ -436,7 +540,7 @@ def partition_curves(found: dict[str, dict[int, dict]], seeds: list[int]) -> dic
 
 
 def plot_partition_curves(curves: dict, path: Path) -> None:
-    """Fig. 4 as the paper draws it (mIoU and MPA over iterations), each seed thin and the mean bold, and
+    """Fig. 4 as the paper draws it (mIoU and MPA over iterations), each run thin and the mean bold, and
     a third panel with the paired difference equal - unequal."""
     from matplotlib.figure import Figure
 
@@ -448,13 +552,13 @@ def plot_partition_curves(curves: dict, path: Path) -> None:
         for index, name in enumerate(n for n in PARTITION_CELLS if n in curves):
             found, color = curves[name], f"C{index}"
             steps = [p["step"] for p in found]
-            for seed in sorted({s for p in found for s in p["seeds"]}):
-                own = [(p["step"], p[f"{metric}_by_seed"][p["seeds"].index(seed)]) for p in found
-                       if seed in p["seeds"]]
+            for run in sorted({r for p in found for r in p["runs"]}):
+                own = [(p["step"], p[f"{metric}_by_run"][p["runs"].index(run)]) for p in found
+                       if run in p["runs"]]
                 axes.plot(*zip(*own), color=color, alpha=0.3, linewidth=0.8)
-            seeds = max(len(p["seeds"]) for p in found)
+            runs = max(len(p["runs"]) for p in found)
             axes.plot(steps, [p[metric] for p in found], color=color, marker="o", markersize=3,
-                      label=f"{BY_NAME[name].label.split(',')[0]} ({seeds} seed{'s' if seeds > 1 else ''})")
+                      label=f"{BY_NAME[name].label.split(',')[0]} ({runs} run{'s' if runs > 1 else ''})")
         axes.set_xlabel("CPSL iteration")
         axes.set_ylabel(f"{'mIoU' if metric == 'miou' else 'MPA'} (%)")
         axes.grid(alpha=0.3)
@@ -463,16 +567,16 @@ def plot_partition_curves(curves: dict, path: Path) -> None:
     for metric, color in (("miou", "C2"), ("mpa", "C3")):
         found = curves.get("equal - unequal", [])
         if found:
-            seeds = max(len(p["seeds"]) for p in found)
+            runs = max(len(p["runs"]) for p in found)
             axes.plot([p["step"] for p in found], [p[metric] for p in found], color=color, marker="o",
-                      markersize=3, label=f"{'mIoU' if metric == 'miou' else 'MPA'} ({seeds} paired seed"
-                                          f"{'s' if seeds > 1 else ''})")
+                      markersize=3, label=f"{'mIoU' if metric == 'miou' else 'MPA'} ({runs} paired run"
+                                          f"{'s' if runs > 1 else ''})")
     axes.axhline(0.0, color="black", linewidth=0.8)
     axes.set_xlabel("CPSL iteration")
     axes.set_ylabel("equal - unequal partition (points)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    figure.suptitle("Equal vs unequal partition over training (paper Fig. 4); thin lines: single seeds")
+    figure.suptitle("Equal vs unequal partition over training (paper Fig. 4); thin lines: single runs")
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
@@ -481,18 +585,20 @@ def plot_partition_curves(curves: dict, path: Path) -> None:
 def write_outputs(seeds: list[int], command: str, layout: Layout) -> dict:
     from cpsl_tf.io_utils import atomic_write_json, atomic_write_text
 
-    records = read_records(layout)  # read once: every cell's recorded results by seed
-    found = {cell.name: {seed: record for seed, record in records.get(cell.name, {}).items() if seed in seeds}
+    records = read_records(layout)  # read once: every cell's recorded results by run
+    found = {cell.name: {run: record for run, record in records.get(cell.name, {}).items()
+                         if run.seed in seeds}
              for cell in CELLS}
     table, differences = collect(found, layout), compare(found)
-    curves = partition_curves(found, seeds)
+    curves = partition_curves(found)
     if curves:
         plot_partition_curves(curves, RESULTS / f"{layout.results_stem}-fig4.png")
     atomic_write_json(RESULTS / f"{layout.results_stem}.json",
                       {"command": command, "variant": layout.variant, "seeds": seeds, "cells": table,
                        "differences": differences, "partition_curves": curves,
-                       "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}})
-    atomic_write_text(RESULTS / f"{layout.results_stem}.md", markdown(table, differences, command, layout))
+                       "machines": read_machines(layout), "cpus": os.cpu_count()})
+    atomic_write_text(RESULTS / f"{layout.results_stem}.md",
+                      markdown(table, differences, command, layout, read_machines(layout)))
     return table
 
 
@@ -532,7 +638,7 @@ def main(argv=None) -> int:
                 print(f"cell {cell.name} seed {seed}: mIoU {100 * result['miou']:.1f}", flush=True)
         print(f"{len(jobs)} cells in {time.time() - begin:.0f} s")
     # The table covers every recorded seed, not only this invocation's.
-    recorded = {seed for seeds in read_records(layout).values() for seed in seeds}
+    recorded = {run.seed for runs in read_records(layout).values() for run in runs}
     write_outputs(sorted(recorded | set(args.seeds)), command, layout)
     print((RESULTS / f"{layout.results_stem}.md").read_text())
     return 0

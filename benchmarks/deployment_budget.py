@@ -108,7 +108,7 @@ class Measurements:
 
 def teacher_run(seed: int) -> Path:
     """The results table's full-CPSL cell of ``seed`` (run when missing)."""
-    run_cell(BY_NAME["cpsl_paper"], seed, CONFIG, [], Layout())
+    run_cell(BY_NAME["cpsl_paper"], seed, CONFIG, [], Layout(), reuse_record=False)
     return RUNS / "cpsl_paper" / f"seed{seed}"
 
 

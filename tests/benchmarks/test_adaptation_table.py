@@ -1,4 +1,5 @@
-"""The results-table script: cells found by seed, paired differences, variant layout (no training)."""
+"""The results-table script: cells found by run (seed and machine type), paired differences, variant layout,
+records that outlive the run folders (no training)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def adaptation(tmp_path, monkeypatch):
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(module, "machine_signature", lambda: "cpu A")
     return module
 
 
@@ -51,7 +53,7 @@ def test_paired_difference_uses_the_same_seed(adaptation, tmp_path):
     table = _table(adaptation, [0, 1, 2], "cmd", adaptation.Layout("A"))
 
     row = table["cpsl_paper"]
-    assert row["seeds"] == [0, 1]
+    assert row["runs"] == ["0", "1"]
     differences = [100 * (cpsl[s] - source_only[s]) for s in (0, 1)]
     assert row["miou_minus_warmup"]["mean"] == pytest.approx(np.mean(differences))
     assert row["miou_minus_warmup"]["std"] == pytest.approx(np.std(differences, ddof=1))
@@ -120,7 +122,7 @@ def test_comparisons_pair_two_cells_over_the_seeds_both_finished(adaptation, tmp
 
     saved = json.loads((tmp_path / "results" / "adaptation.json").read_text())["differences"]
     assert [(d["cell"], d["minus"]) for d in saved] == [("cpsl_paper", "self_training")]
-    assert saved[0]["seeds"] == [0, 1]
+    assert saved[0]["runs"] == ["0", "1"]
     assert saved[0]["miou"]["values"] == pytest.approx([4.0, 1.0])
     markdown = (tmp_path / "results" / "adaptation.md").read_text()
     assert "| CPSL, preset paper - self-training only (w/o SL) | +2.5 ± 2.1 | +4.0, +1.0 | 2 |" in markdown
@@ -141,15 +143,15 @@ def test_partition_curves_average_the_seeds_step_by_step_and_pair_them(adaptatio
     _table(adaptation, [0, 1, 2], "cmd", adaptation.Layout("A"))
     record = json.loads((tmp_path / "results" / "adaptation.json").read_text())["partition_curves"]
     assert record["cpsl_paper_long"] == [
-        {"step": 1000, "seeds": [0, 1], "miou": pytest.approx(31.0), "mpa": pytest.approx(42.0),
-         "miou_by_seed": pytest.approx([30.0, 32.0]), "mpa_by_seed": pytest.approx([40.0, 44.0])},
-        {"step": 2000, "seeds": [0], "miou": pytest.approx(34.0), "mpa": pytest.approx(42.0),
-         "miou_by_seed": pytest.approx([34.0]), "mpa_by_seed": pytest.approx([42.0])}]
-    assert record["equal_partition_long"][0]["seeds"] == [0]
-    # Paired by seed: only seed 0 has both cells, at step 1000 only.
+        {"step": 1000, "runs": ["0", "1"], "miou": pytest.approx(31.0), "mpa": pytest.approx(42.0),
+         "miou_by_run": pytest.approx([30.0, 32.0]), "mpa_by_run": pytest.approx([40.0, 44.0])},
+        {"step": 2000, "runs": ["0"], "miou": pytest.approx(34.0), "mpa": pytest.approx(42.0),
+         "miou_by_run": pytest.approx([34.0]), "mpa_by_run": pytest.approx([42.0])}]
+    assert record["equal_partition_long"][0]["runs"] == ["0"]
+    # Paired by run: only seed 0 has both cells, at step 1000 only.
     assert record["equal - unequal"] == [
-        {"step": 1000, "seeds": [0], "miou": pytest.approx(-2.0), "mpa": pytest.approx(6.0),
-         "miou_by_seed": pytest.approx([-2.0]), "mpa_by_seed": pytest.approx([6.0])}]
+        {"step": 1000, "runs": ["0"], "miou": pytest.approx(-2.0), "mpa": pytest.approx(6.0),
+         "miou_by_run": pytest.approx([-2.0]), "mpa_by_run": pytest.approx([6.0])}]
     assert (tmp_path / "results" / "adaptation-fig4.png").stat().st_size > 0
 
 
@@ -173,17 +175,69 @@ def test_the_table_outlives_its_run_folders_and_a_disagreeing_rerun_is_refused(a
 
     _write(runs, "shared", 0, "warmup", 0.25)  # the same warm-up rebuilt: agrees with its record
     _write(runs, "cpsl_paper", 0, "cpsl", 0.30)  # a re-run that does not reproduce
-    with pytest.raises(adaptation.RecordMismatch, match=r"cpsl_paper seed 0 scores mIoU 30.0000, but .* "
-                                                        r"records 31.0000"):
+    with pytest.raises(adaptation.RecordMismatch,
+                       match=r"cpsl_paper seed 0 on machine m0 scores mIoU 30.0000, but .* records 31.0000"):
         adaptation.record_finished(layout)
 
 
 def test_a_scores_only_record_is_completed_by_a_run_that_reproduces_it(adaptation, tmp_path):
     layout = adaptation.Layout("A")
-    adaptation.write_records({"source_only": {0: {"miou": 0.25, "mpa": 0.35, "rare_miou": 0.1, "history": [],
-                                                  "recorded_from": "an earlier table"}}}, layout)
+    seed0 = adaptation.Replicate("m0", 0)
+    adaptation.write_records({"source_only": {seed0: {"miou": 0.25, "mpa": 0.35, "rare_miou": 0.1,
+                                                      "history": [], "recorded_from": "an earlier table"}}},
+                             layout)
     _write(tmp_path / "runs", "shared", 0, "warmup", 0.25)
     adaptation.record_finished(layout)
-    record = adaptation.read_records(layout)["source_only"][0]
+    record = adaptation.read_records(layout)["source_only"][seed0]
     assert record["iou"] == [0.25] * 19
     assert record["recorded_from"].endswith("shared/seed0")
+
+
+def test_runs_of_another_machine_type_are_recorded_beside_and_paired_only_with_their_own(
+        adaptation, tmp_path, monkeypatch):
+    runs, layout = tmp_path / "runs", adaptation.Layout("A")
+    _write(runs, "shared", 0, "warmup", 0.25)
+    _write(runs, "cpsl_paper", 0, "cpsl", 0.31)
+    _table(adaptation, [0], "cmd", layout)
+    shutil.rmtree(runs)
+
+    monkeypatch.setattr(adaptation, "machine_signature", lambda: "cpu B")  # another CPU: another warm-up
+    _write(runs, "shared", 0, "warmup", 0.27)
+    _write(runs, "wo_st", 0, "cpsl", 0.30)
+    table = _table(adaptation, [0], "cmd", layout)
+
+    saved = json.loads((tmp_path / "results" / "adaptation-cells.json").read_text())
+    assert saved["machines"]["m0"]["signature"] == "cpu A" and saved["machines"]["m1"]["signature"] == "cpu B"
+    assert set(saved["cells"]["source_only"]) == {"0", "0@m1"}
+    assert table["source_only"]["runs"] == ["0", "0@m1"]
+    assert table["cpsl_paper"]["miou_minus_warmup"]["values"] == pytest.approx([6.0])  # its own warm-up only
+    assert table["wo_st"]["miou_minus_warmup"]["values"] == pytest.approx([3.0])
+    differences = json.loads((tmp_path / "results" / "adaptation.json").read_text())["differences"]
+    assert not [d for d in differences if d["cell"] == "wo_st"]  # w/o ST (m1) has no full CPSL of m1
+    assert "m0: cpu A; m1: cpu B" in (tmp_path / "results" / "adaptation.md").read_text()
+    assert adaptation.this_machine(layout) == "m1"
+
+
+def test_an_unrecorded_machine_is_recognised_by_a_warmup_that_reproduces_its_record(adaptation, tmp_path):
+    layout = adaptation.Layout("A")
+    legacy = {"miou": 0.25, "mpa": 0.35, "rare_miou": 0.1, "history": [], "recorded_from": "an earlier table"}
+    adaptation.write_records({"source_only": {adaptation.Replicate("m0", 0): legacy}}, layout)
+    _write(tmp_path / "runs", "cpsl_paper", 0, "cpsl", 0.31)  # recorded after the warm-up identified m0
+    _write(tmp_path / "runs", "shared", 0, "warmup", 0.25)
+    adaptation.record_finished(layout)
+    saved = json.loads((tmp_path / "results" / "adaptation-cells.json").read_text())
+    assert list(saved["machines"]) == ["m0"] and saved["machines"]["m0"]["signature"] == "cpu A"
+    assert set(saved["cells"]["cpsl_paper"]) == {"0"}
+
+
+def test_an_unrecorded_machine_is_not_assumed_when_the_warmup_differs(adaptation, tmp_path):
+    layout = adaptation.Layout("A")
+    legacy = {"miou": 0.25, "mpa": 0.35, "rare_miou": 0.1, "history": [], "recorded_from": "an earlier table"}
+    adaptation.write_records({"source_only": {adaptation.Replicate("m0", 0): legacy}}, layout)
+    _write(tmp_path / "runs", "shared", 0, "warmup", 0.26)
+    adaptation.record_finished(layout)  # no RecordMismatch: another machine's run, not a failed rerun
+    saved = json.loads((tmp_path / "results" / "adaptation-cells.json").read_text())
+    assert saved["machines"]["m0"]["signature"] is None
+    assert saved["machines"]["m1"]["signature"] == "cpu A"
+    assert saved["cells"]["source_only"]["0"]["miou"] == 0.25
+    assert saved["cells"]["source_only"]["0@m1"]["miou"] == 0.26

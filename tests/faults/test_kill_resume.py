@@ -26,9 +26,13 @@ def _is_temporary(path) -> bool:
 
 
 def _latest_step(run) -> int:
-    """The step of the newest checkpoint whose index file is written (0 before the first)."""
-    indices = (run / "warmup" / "checkpoints").glob("ckpt-*.index")
-    return max((int(p.name[len("ckpt-"):-len(".index")]) for p in indices), default=0)
+    """The step of the newest checkpoint that the manager's index names (0 before the first).
+
+    Not the newest ``ckpt-*.index`` file: TensorFlow writes it before it updates the index, and a kill
+    between the two leaves no readable checkpoint when it is the first.
+    """
+    latest = tf.train.latest_checkpoint(str(run / "warmup" / "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
 def assert_outputs_complete(run):
