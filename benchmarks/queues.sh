@@ -42,14 +42,28 @@
 # variant B's short cells of seeds 1 and 0, one per queue, until the session ended:
 #   python benchmarks/adaptation.py --variant B --seeds <1|0> --only source_only self_training cpsl_paper
 #          wo_cb equal_partition cpsl_gt_marginal wo_st
-# Left for the next sessions, each sized to finish before the session ends (two queues):
-#   1. python benchmarks/adaptation.py --seeds 0 --only wo_st_long   (re-trains shared_6k seed 0 first;
-#      its record, 37.39, must be reproduced) ... then --seeds 1 / 2 --only wo_st_long, --seeds 2 --only
-#      wo_cb_long
-#   2. (cd ../bench-tree-mom && python benchmarks/adaptation.py --seeds 0 1 2 --only wo_mom_long)
-#   3. the variant-B short cells not yet recorded, then --variant B --seeds 0 1 2 --only cpsl_paper_long
-#      equal_partition_long
-#   4. --seeds 0 1 2 --only paper_rce paper_official_prototypes paper_uniform_256 (paper_rce seed 0 is done)
+# Session 10 ran on another machine type (m1: AMD EPYC, AVX-512), whose 6000-step warm-ups differ from the
+# recorded ones (seed 0: 39.38 against 37.39; README "A run is a seed on one machine type"). Its cells pair
+# only with cells of the same machine type, so it ran whole pairs, from ../bench-tree (c6e88ff):
+#   queue a: --seeds 0 --only wo_st_long, then --variant B --seeds 2 --only source_only cpsl_paper wo_cb
+#   queue b: --seeds 0 --only cpsl_paper_long, then --variant B --seeds 2 --only self_training equal_partition
+# Left for the next sessions. First find the machine type: start the queues, and once the first warm-up has
+# finished run python benchmarks/adaptation.py --table-only from the main checkout. The records then name
+# this machine (m0 when the warm-up reproduces a record of sessions 4-9 to the last digit, m1 when its CPU
+# signature matches, else a new type). A 10,000-step cell takes about 55 min per queue on m0 and 90 min on
+# m1 (two queues), a 6000-step warm-up 11 and 16 min.
+#   On m0 (the recorded pairs continue):
+#     1. --seeds 1 --only wo_st_long; --seeds 2 --only wo_st_long wo_cb_long
+#     2. (cd ../bench-tree-mom && python benchmarks/adaptation.py --seeds 0 1 2 --only wo_mom_long)
+#     3. --variant B --seeds 0 1 --only cpsl_gt_marginal wo_st, then --variant B --seeds 0 1 2 --only
+#        cpsl_paper_long equal_partition_long
+#   On m1 or a new type, whole pairs only (each needs the full CPSL cell of the same seed on that machine):
+#     1. --seeds 2 --only cpsl_paper_long wo_st_long (m1 has seed 0 of both), then seed 1 of both
+#     2. --variant B --seeds 2 --only cpsl_gt_marginal wo_st (m1 has the warm-up, CPSL, self-training, w/o CB
+#        and equal partition of seed 2 once this session's cells are recorded)
+#     3. wo_mom_long with cpsl_paper_long of the same seed; variant B long cells as above
+#   Either: --seeds 0 1 2 --only paper_rce paper_official_prototypes paper_uniform_256 (with cpsl_paper of
+#   the same seed on a machine other than m0)
 # After each cell: python benchmarks/adaptation.py --table-only [--variant B] from the main checkout, commit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
