@@ -399,6 +399,7 @@ def record_finished(layout: Layout, only: Cell | None = None) -> None:
     with open(layout.runs / ".records.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         records, machines = read_records(layout), read_machines(layout)
+        known_machines, added = {m: dict(k) for m, k in machines.items()}, False
         finished = []
         for cell in sorted((only,) if only else CELLS, key=lambda c: not c.is_base):  # warm-ups identify
             folder = layout.runs / (cell.base if cell.is_base else cell.name)
@@ -419,7 +420,8 @@ def record_finished(layout: Layout, only: Cell | None = None) -> None:
                     "not share its warm-up: move the run folder aside, or remove the record to replace it.")
             if known is None or "iou" not in known:  # new, or a scores-only record its rerun reproduces
                 records[cell.name][run] = record
-        if records != read_records(layout) or machines != read_machines(layout):
+                added = True
+        if added or machines != known_machines:
             write_records(records, layout, machines)
 
 
