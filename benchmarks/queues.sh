@@ -45,8 +45,10 @@
 # Session 10 ran on another machine type (m1: AMD EPYC, AVX-512), whose 6000-step warm-ups differ from the
 # recorded ones (seed 0: 39.38 against 37.39; README "A run is a seed on one machine type"). Its cells pair
 # only with cells of the same machine type, so it ran whole pairs, from ../bench-tree (c6e88ff):
-#   queue a: --seeds 0 --only wo_st_long, then --variant B --seeds 2 --only source_only cpsl_paper wo_cb
-#   queue b: --seeds 0 --only cpsl_paper_long, then --variant B --seeds 2 --only self_training equal_partition
+#   queue a: --seeds 0 --only wo_st_long, then --variant B --seeds 2 --only source_only cpsl_paper wo_cb,
+#            then --variant B --seeds 2 --only cpsl_gt_marginal
+#   queue b: --seeds 0 --only cpsl_paper_long, then --variant B --seeds 2 --only self_training equal_partition,
+#            then --variant B --seeds 2 --only wo_st
 # Left for the next sessions. First find the machine type: start the queues, and once the first warm-up has
 # finished run python benchmarks/adaptation.py --table-only from the main checkout. The records then name
 # this machine (m0 when the warm-up reproduces a record of sessions 4-9 to the last digit, m1 when its CPU
@@ -59,8 +61,8 @@
 #        cpsl_paper_long equal_partition_long
 #   On m1 or a new type, whole pairs only (each needs the full CPSL cell of the same seed on that machine):
 #     1. --seeds 2 --only cpsl_paper_long wo_st_long (m1 has seed 0 of both), then seed 1 of both
-#     2. --variant B --seeds 2 --only cpsl_gt_marginal wo_st (m1 has the warm-up, CPSL, self-training, w/o CB
-#        and equal partition of seed 2 once this session's cells are recorded)
+#     2. (m1 has every variant-B short cell of seed 2: the warm-up, CPSL, self-training, w/o CB, equal
+#        partition, r = ground truth, w/o ST) the variant-B long cells, cpsl_paper_long with equal_partition_long
 #     3. wo_mom_long with cpsl_paper_long of the same seed; variant B long cells as above
 #   Either: --seeds 0 1 2 --only paper_rce paper_official_prototypes paper_uniform_256 (with cpsl_paper of
 #   the same seed on a machine other than m0)
