@@ -401,7 +401,9 @@ def record_finished(layout: Layout, only: Cell | None = None) -> None:
         records, machines = read_records(layout), read_machines(layout)
         known_machines, added = {m: dict(k) for m, k in machines.items()}, False
         finished = []
-        for cell in sorted((only,) if only else CELLS, key=lambda c: not c.is_base):  # warm-ups identify
+        # Warm-ups first: they identify the machine, so ``only`` comes with the warm-up it builds on.
+        cells = {BASE_CELL[only.base], only} if only else set(CELLS)
+        for cell in sorted(cells, key=lambda c: (not c.is_base, c.name)):
             folder = layout.runs / (cell.base if cell.is_base else cell.name)
             for seed_folder in sorted(folder.glob("seed*")):
                 if seed_folder.name[4:].isdigit() and (record := run_record(cell, seed_folder)) is not None:
