@@ -329,8 +329,11 @@ def read_machines(layout: Layout) -> dict[str, dict]:
 
 def this_machine(layout: Layout) -> str | None:
     """The id of this machine type in the records (None until its first record)."""
-    signature = machine_signature()
-    return next((m for m, known in read_machines(layout).items() if known["signature"] == signature), None)
+    return _machine_with(read_machines(layout), machine_signature())
+
+
+def _machine_with(machines: dict[str, dict], signature: str) -> str | None:
+    return next((m for m, known in machines.items() if known["signature"] == signature), None)
 
 
 def write_records(records: dict[str, dict[Replicate, dict]], layout: Layout,
@@ -371,7 +374,7 @@ def _identify(machines: dict[str, dict], records: dict[str, dict[Replicate, dict
     """The id of this machine type: known by its signature; else a machine of unknown signature that has no
     record yet, or whose base warm-up a finished one here reproduces to the last digit; else a new id."""
     signature = machine_signature()
-    if (known := next((m for m, k in machines.items() if k["signature"] == signature), None)) is not None:
+    if (known := _machine_with(machines, signature)) is not None:
         return known
     unknown = [m for m, k in machines.items() if k["signature"] is None]
     for machine in unknown:
