@@ -385,7 +385,9 @@ def _identify(machines: dict[str, dict], records: dict[str, dict[Replicate, dict
         for machine in unknown:
             earlier = records.get(cell.name, {}).get(Replicate(machine, seed))
             if cell.is_base and earlier is not None and abs(earlier["miou"] - record["miou"]) <= 1e-9:
-                machines[machine]["signature"] = signature
+                machines[machine] = {"signature": signature, "note": (
+                    f"{machines[machine]['note'].split(';')[0]}; its CPU recorded {time.strftime('%Y-%m-%d')}, "
+                    f"when {cell.name} seed {seed} reproduced its record to the last digit")}
                 return machine
     new = f"m{len(machines)}"
     machines[new] = {"signature": signature, "note": f"first recorded {time.strftime('%Y-%m-%d')}"}

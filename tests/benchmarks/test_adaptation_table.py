@@ -227,6 +227,7 @@ def test_an_unrecorded_machine_is_recognised_by_a_warmup_that_reproduces_its_rec
     adaptation.record_finished(layout)
     saved = json.loads((tmp_path / "results" / "adaptation-cells.json").read_text())
     assert list(saved["machines"]) == ["m0"] and saved["machines"]["m0"]["signature"] == "cpu A"
+    assert "source_only seed 0 reproduced its record" in saved["machines"]["m0"]["note"]
     assert set(saved["cells"]["cpsl_paper"]) == {"0"}
 
 
