@@ -49,6 +49,15 @@
 #            then --variant B --seeds 2 --only cpsl_gt_marginal
 #   queue b: --seeds 0 --only cpsl_paper_long, then --variant B --seeds 2 --only self_training equal_partition,
 #            then --variant B --seeds 2 --only wo_st
+# Session 11 (an Intel Xeon of model 167) was cut off before its first warm-up finished; nothing recorded.
+# Session 12 was on m0 (source_only seed 2 reproduced to the last digit: m0 is an Intel Xeon family 6
+# model 207, now recorded). A 10,000-step cell took about 63 min there beside the other queue, a short cell
+# about 4 min. It ran, from ../bench-tree (c6e88ff):
+#   queue a: --seeds 2 --only wo_st_long, then --seeds 2 --only wo_cb_long, then --seeds 2 --only
+#            paper_official_prototypes paper_uniform_256
+#   queue b: --seeds 2 --only source_only cpsl_paper paper_rce, then --seeds 1 --only wo_st_long, then
+#            --variant B --seeds 1 (then 0) --only cpsl_gt_marginal wo_st, then --seeds 1 --only paper_rce
+#            paper_official_prototypes paper_uniform_256
 # Left for the next sessions. First find the machine type: start the queues, and once the first warm-up has
 # finished run python benchmarks/adaptation.py --table-only from the main checkout. The records then name
 # this machine (m0 when the warm-up reproduces a record of sessions 4-9 to the last digit, m1 when its CPU
