@@ -51,12 +51,14 @@
 #            then --variant B --seeds 2 --only wo_st
 # Session 11 (an Intel Xeon of model 167) was cut off before its first warm-up finished; nothing recorded.
 # Session 12 was on m0 (source_only seed 2 reproduced to the last digit: m0 is an Intel Xeon family 6
-# model 207, now recorded). A 10,000-step cell took about 63 min there beside the other queue, a short cell
-# about 4 min. It ran, from ../bench-tree (c6e88ff):
-#   queue a: --seeds 2 --only wo_st_long, then --seeds 2 --only wo_cb_long, then --seeds 2 --only
+# model 207, now recorded). A 10,000-step cell took about 80 min there beside the other queue (session 9's
+# m0 instance: 62-65), so wo_cb_long seed 2 no longer fitted after wo_st_long. It ran, from ../bench-tree
+# (c6e88ff):
+#   queue a: --seeds 2 --only wo_st_long, then --seeds 2 --only paper_official_prototypes paper_uniform_256,
+#            then --variant B --seeds 0 --only cpsl_gt_marginal wo_st, then --seeds 0 --only
 #            paper_official_prototypes paper_uniform_256
 #   queue b: --seeds 2 --only source_only cpsl_paper paper_rce, then --seeds 1 --only wo_st_long, then
-#            --variant B --seeds 1 (then 0) --only cpsl_gt_marginal wo_st, then --seeds 1 --only paper_rce
+#            --variant B --seeds 1 --only cpsl_gt_marginal wo_st, then --seeds 1 --only paper_rce
 #            paper_official_prototypes paper_uniform_256
 # Left for the next sessions. First find the machine type: start the queues, and once the first warm-up has
 # finished run python benchmarks/adaptation.py --table-only from the main checkout. The records then name
