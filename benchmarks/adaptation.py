@@ -332,6 +332,16 @@ def this_machine(layout: Layout) -> str | None:
     return _machine_with(read_machines(layout), machine_signature())
 
 
+def describe_this_machine(layout: Layout) -> str:
+    """Which machine type of the records this one is, for choosing the cells to run here."""
+    signature, machine = machine_signature(), this_machine(layout)
+    if machine is not None:
+        key = "<seed>" if machine == REFERENCE_MACHINE else f"<seed>@{machine}"
+        return f"{machine}: {signature} (its runs are keyed {key})"
+    return (f"not in the records: {signature}. Its first warm-up, once recorded (--table-only), names it: a "
+            f"machine whose CPU was not recorded if it reproduces that machine's record, else a new type")
+
+
 def _machine_with(machines: dict[str, dict], signature: str) -> str | None:
     return next((m for m, known in machines.items() if known["signature"] == signature), None)
 
@@ -385,9 +395,10 @@ def _identify(machines: dict[str, dict], records: dict[str, dict[Replicate, dict
         for machine in unknown:
             earlier = records.get(cell.name, {}).get(Replicate(machine, seed))
             if cell.is_base and earlier is not None and abs(earlier["miou"] - record["miou"]) <= 1e-9:
+                known_as = machines[machine]["note"].split(";")[0]
                 machines[machine] = {"signature": signature, "note": (
-                    f"{machines[machine]['note'].split(';')[0]}; its CPU recorded {time.strftime('%Y-%m-%d')}, "
-                    f"when {cell.name} seed {seed} reproduced its record to the last digit")}
+                    f"{known_as}; its CPU recorded {time.strftime('%Y-%m-%d')}, when {cell.name} seed {seed} "
+                    "reproduced its record to the last digit")}
                 return machine
     new = f"m{len(machines)}"
     machines[new] = {"signature": signature, "note": f"first recorded {time.strftime('%Y-%m-%d')}"}
@@ -624,8 +635,13 @@ def main(argv=None) -> int:
                         help="record finished run folders, then rebuild the table from the records")
     parser.add_argument("--variant", default="A", choices=["A", "B"],
                         help="benchmark variant (B: data/bench-B, generated on first use)")
+    parser.add_argument("--machine", action="store_true",
+                        help="say which recorded machine type this is (runs pair only within one), then exit")
     args = parser.parse_args(argv)
     layout = Layout(args.variant)
+    if args.machine:
+        print(describe_this_machine(layout))
+        return 0
     command = "python benchmarks/adaptation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     record_finished(layout)  # cells finished by another process (a queue) since the last invocation
     if not args.table_only:

@@ -60,7 +60,9 @@
 #   queue b: --seeds 2 --only source_only cpsl_paper paper_rce, then --seeds 1 --only wo_st_long, then
 #            --variant B --seeds 1 --only cpsl_gt_marginal wo_st, then --seeds 1 --only paper_rce
 #            paper_official_prototypes paper_uniform_256
-# Left for the next sessions. First find the machine type: start the queues, and once the first warm-up has
+# Left for the next sessions. First find the machine type: python benchmarks/adaptation.py --machine (from
+# session 12 on, m0 and m1 are known by their CPUs). On a CPU not yet recorded, start the queues, and once
+# the first warm-up has
 # finished run python benchmarks/adaptation.py --table-only from the main checkout. The records then name
 # this machine (m0 when the warm-up reproduces a record of sessions 4-9 to the last digit, m1 when its CPU
 # signature matches, else a new type). A 10,000-step cell takes about 55 min per queue on m0 and 90 min on

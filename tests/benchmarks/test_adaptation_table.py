@@ -242,3 +242,15 @@ def test_an_unrecorded_machine_is_not_assumed_when_the_warmup_differs(adaptation
     assert saved["machines"]["m1"]["signature"] == "cpu A"
     assert saved["cells"]["source_only"]["0"]["miou"] == 0.25
     assert saved["cells"]["source_only"]["0@m1"]["miou"] == 0.26
+
+
+def test_machine_flag_names_the_recorded_type_or_says_it_is_not_recorded(adaptation, tmp_path, monkeypatch,
+                                                                           capsys):
+    _write(tmp_path / "runs", "shared", 0, "warmup", 0.25)
+    adaptation.record_finished(adaptation.Layout("A"))  # the first record names this CPU m0
+    assert adaptation.main(["--machine"]) == 0
+    assert capsys.readouterr().out.startswith("m0: cpu A (its runs are keyed <seed>)")
+    monkeypatch.setattr(adaptation, "machine_signature", lambda: "cpu B")
+    adaptation.main(["--machine"])
+    assert capsys.readouterr().out.startswith("not in the records: cpu B.")
+    assert not (tmp_path / "results" / "adaptation.md").exists()  # it only reports
