@@ -180,16 +180,24 @@ BY_NAME = {cell.name: cell for cell in CELLS}
 PARTITION_CELLS = ("cpsl_paper_long", "equal_partition_long")
 
 
+# A run reproduces to the last digit only for one thread count (the kernels split their sums by thread), so
+# every cell's process runs on one thread whatever the caller's environment: session 12 lost a queue's cells
+# to a launch that did not export these (its variant-B warm-up was refused by its record).
+ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+
+
 def run_train_process(config: Path, overrides: list[str], run_dir: Path, stage: str | None,
                       log: Path) -> None:
-    """``scripts/train.py`` in its own process (one stage, or every stage), its output appended to ``log``."""
+    """``scripts/train.py`` in its own process on one thread (one stage, or every stage), its output appended
+    to ``log``."""
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(config),
                "--run-dir", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
     if stage:
         command += ["--stage", stage]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as handle:
-        subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, check=True,
+                       env={**os.environ, **ONE_THREAD})
 
 
 def link_stage(shared: Path, run_dir: Path, stage: str) -> None:

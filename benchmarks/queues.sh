@@ -60,6 +60,10 @@
 #   queue b: --seeds 2 --only source_only cpsl_paper paper_rce, then --seeds 1 --only wo_st_long, then
 #            --variant B --seeds 1 --only cpsl_gt_marginal wo_st, then --seeds 1 --only paper_rce
 #            paper_official_prototypes paper_uniform_256
+# Queue b's relaunch after wo_st_long lacked the export below, so its variant-B seed-1 cells trained on two
+# threads; the warm-up's record refused them (24.81 against 25.09, the same machine type), they were moved to
+# benchmarks/runs-aside/two-threads and re-run on one thread. benchmarks/adaptation.py now sets one thread
+# for every cell's process itself (c6e88ff's does not: keep the export when running from that worktree).
 # Left for the next sessions. First find the machine type: python benchmarks/adaptation.py --machine (from
 # session 12 on, m0 and m1 are known by their CPUs). On a CPU not yet recorded, start the queues, and once
 # the first warm-up has

@@ -254,3 +254,13 @@ def test_machine_flag_names_the_recorded_type_or_says_it_is_not_recorded(adaptat
     adaptation.main(["--machine"])
     assert capsys.readouterr().out.startswith("not in the records: cpu B.")
     assert not (tmp_path / "results" / "adaptation.md").exists()  # it only reports
+
+
+def test_cells_train_on_one_thread_whatever_the_callers_environment(adaptation, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(adaptation.subprocess, "run", lambda command, **kwargs: calls.append(kwargs["env"]))
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "2")
+    monkeypatch.delenv("TF_NUM_INTEROP_THREADS", raising=False)
+    adaptation.run_train_process(Path("config.json"), [], tmp_path / "run", "warmup", tmp_path / "run.log")
+    assert calls[0]["TF_NUM_INTRAOP_THREADS"] == "1" and calls[0]["TF_NUM_INTEROP_THREADS"] == "1"
+    assert calls[0]["PATH"] == adaptation.os.environ["PATH"]  # the rest of the environment is passed on
