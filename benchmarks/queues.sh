@@ -56,10 +56,11 @@
 # (c6e88ff):
 #   queue a: --seeds 2 --only wo_st_long, then --seeds 2 --only paper_official_prototypes paper_uniform_256,
 #            then --variant B --seeds 0 --only cpsl_gt_marginal wo_st, then --seeds 0 --only
-#            paper_official_prototypes paper_uniform_256
+#            paper_official_prototypes paper_uniform_256, then --seeds 1 --only paper_rce (it builds seed 1's
+#            shared warm-up and pseudo labels)
 #   queue b: --seeds 2 --only source_only cpsl_paper paper_rce, then --seeds 1 --only wo_st_long, then
-#            --variant B --seeds 1 --only cpsl_gt_marginal wo_st, then --seeds 1 --only paper_rce
-#            paper_official_prototypes paper_uniform_256
+#            --variant B --seeds 1 --only cpsl_gt_marginal wo_st, then, once seed 1's shared pseudo labels
+#            exist, --seeds 1 --only paper_official_prototypes paper_uniform_256
 # Queue b's relaunch after wo_st_long lacked the export below, so its variant-B seed-1 cells trained on two
 # threads; the warm-up's record refused them (24.81 against 25.09, the same machine type), they were moved to
 # benchmarks/runs-aside/two-threads and re-run on one thread. benchmarks/adaptation.py now sets one thread
