@@ -65,25 +65,22 @@
 # threads; the warm-up's record refused them (24.81 against 25.09, the same machine type), they were moved to
 # benchmarks/runs-aside/two-threads and re-run on one thread. benchmarks/adaptation.py now sets one thread
 # for every cell's process itself (c6e88ff's does not: keep the export when running from that worktree).
-# Left for the next sessions. First find the machine type: python benchmarks/adaptation.py --machine (from
-# session 12 on, m0 and m1 are known by their CPUs). On a CPU not yet recorded, start the queues, and once
-# the first warm-up has
-# finished run python benchmarks/adaptation.py --table-only from the main checkout. The records then name
-# this machine (m0 when the warm-up reproduces a record of sessions 4-9 to the last digit, m1 when its CPU
-# signature matches, else a new type). A 10,000-step cell takes about 55 min per queue on m0 and 90 min on
-# m1 (two queues), a 6000-step warm-up 11 and 16 min.
-#   On m0 (the recorded pairs continue):
-#     1. --seeds 1 --only wo_st_long; --seeds 2 --only wo_st_long wo_cb_long
-#     2. (cd ../bench-tree-mom && python benchmarks/adaptation.py --seeds 0 1 2 --only wo_mom_long)
-#     3. --variant B --seeds 0 1 --only cpsl_gt_marginal wo_st, then --variant B --seeds 0 1 2 --only
-#        cpsl_paper_long equal_partition_long
+# Left for the next sessions. First find the machine type: python benchmarks/adaptation.py --machine (m0 and
+# m1 are known by their CPUs since session 12). On a CPU not yet recorded, start the queues, and once the
+# first warm-up has finished run python benchmarks/adaptation.py --table-only from the main checkout: the
+# records then name it (a new type, unless it reproduces the record of a machine whose CPU is unrecorded).
+# A 10,000-step cell takes 62-80 min per queue on m0 and 90 min on m1 (two queues), a 6000-step warm-up
+# 11-12 and 16 min, a short cell about 4 and 9 min. Each 6000-step warm-up must be built by one queue only.
+#   On m0 (the recorded pairs continue; every short cell of variant A and B has its 3 runs):
+#     1. queue a: --seeds 2 --only wo_cb_long (builds shared_6k seed 2), queue b:
+#        (cd ../bench-tree-mom && python benchmarks/adaptation.py --seeds 0 --only wo_mom_long)
+#     2. wo_mom_long seeds 2 and 1 (seed 1 builds shared_6k seed 1)
+#     3. --variant B --seeds 0 1 2 --only cpsl_paper_long equal_partition_long (the pre-registered long cells
+#        on B; one seed per queue, each seed's variant-B 6000-step warm-up built by its own queue)
 #   On m1 or a new type, whole pairs only (each needs the full CPSL cell of the same seed on that machine):
-#     1. --seeds 2 --only cpsl_paper_long wo_st_long (m1 has seed 0 of both), then seed 1 of both
-#     2. (m1 has every variant-B short cell of seed 2: the warm-up, CPSL, self-training, w/o CB, equal
-#        partition, r = ground truth, w/o ST) the variant-B long cells, cpsl_paper_long with equal_partition_long
-#     3. wo_mom_long with cpsl_paper_long of the same seed; variant B long cells as above
-#   Either: --seeds 0 1 2 --only paper_rce paper_official_prototypes paper_uniform_256 (with cpsl_paper of
-#   the same seed on a machine other than m0)
+#     1. --seeds 2 --only cpsl_paper_long wo_cb_long (m1 has seed 0 of cpsl_paper_long and wo_st_long)
+#     2. the variant-B long cells, cpsl_paper_long with equal_partition_long
+#     3. wo_mom_long with cpsl_paper_long of the same seed
 # After each cell: python benchmarks/adaptation.py --table-only [--variant B] from the main checkout, commit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
