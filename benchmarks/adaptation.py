@@ -180,9 +180,9 @@ BY_NAME = {cell.name: cell for cell in CELLS}
 PARTITION_CELLS = ("cpsl_paper_long", "equal_partition_long")
 
 
-# A run reproduces to the last digit only for one thread count (the kernels split their sums by thread), so
-# every cell's process runs on one thread whatever the caller's environment: session 12 lost a queue's cells
-# to a launch that did not export these (its variant-B warm-up was refused by its record).
+# A run reproduces to the last digit only for one thread count (on two threads, a variant-B warm-up of
+# session 12 scored 24.81 where its one-thread record, on the same CPU, has 25.09), so every cell's process
+# runs on one thread whatever the caller's environment.
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 
 
