@@ -342,7 +342,8 @@ def this_machine(layout: Layout) -> str | None:
 
 def describe_this_machine(layout: Layout) -> str:
     """Which machine type of the records this one is, for choosing the cells to run here."""
-    signature, machine = machine_signature(), this_machine(layout)
+    signature = machine_signature()
+    machine = _machine_with(read_machines(layout), signature)
     if machine is not None:
         key = "<seed>" if machine == REFERENCE_MACHINE else f"<seed>@{machine}"
         return f"{machine}: {signature} (its runs are keyed {key})"
