@@ -65,6 +65,13 @@
 # threads; the warm-up's record refused them (24.81 against 25.09, the same machine type), they were moved to
 # benchmarks/runs-aside/two-threads and re-run on one thread. benchmarks/adaptation.py now sets one thread
 # for every cell's process itself (c6e88ff's does not: keep the export when running from that worktree).
+# Session 13 was on m0 again, on the very instance of session 12 (its benchmarks/runs had survived, with
+# shared_6k seeds 1-2). A 10,000-step cell took about 63 min per queue. It ran:
+#   queue a: (../bench-tree) --seeds 2 --only wo_cb_long, then --seeds 0 --only source_only_6k (rebuilds
+#            shared_6k seed 0; its record checks it), then (../bench-tree-mom) --seeds 0 --only wo_mom_long
+#   queue b: (../bench-tree-mom) --seeds 1 --only wo_mom_long, then --seeds 2 --only wo_mom_long
+#   aside, queues paused: (../bench-tree) --variant B --seeds 2 --only source_only (the m0 warm-up of B's
+#            seed 2, for python benchmarks/label_sources.py on B's three warm-ups)
 # Left for the next sessions. First find the machine type: python benchmarks/adaptation.py --machine (m0 and
 # m1 are known by their CPUs since session 12). On a CPU not yet recorded, start the queues, and once the
 # first warm-up has finished run python benchmarks/adaptation.py --table-only from the main checkout: the
