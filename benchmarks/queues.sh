@@ -78,16 +78,16 @@
 # records then name it (a new type, unless it reproduces the record of a machine whose CPU is unrecorded).
 # A 10,000-step cell takes 62-80 min per queue on m0 and 90 min on m1 (two queues), a 6000-step warm-up
 # 11-12 and 16 min, a short cell about 4 and 9 min. Each 6000-step warm-up must be built by one queue only.
-#   On m0 (the recorded pairs continue; every short cell of variant A and B has its 3 runs):
-#     1. queue a: --seeds 2 --only wo_cb_long (builds shared_6k seed 2), queue b:
-#        (cd ../bench-tree-mom && python benchmarks/adaptation.py --seeds 0 --only wo_mom_long)
-#     2. wo_mom_long seeds 2 and 1 (seed 1 builds shared_6k seed 1)
-#     3. --variant B --seeds 0 1 2 --only cpsl_paper_long equal_partition_long (the pre-registered long cells
-#        on B; one seed per queue, each seed's variant-B 6000-step warm-up built by its own queue)
+#   On m0 (every short cell of variant A and B, and every long cell of variant A, has its 3 runs):
+#     the pre-registered long cells on B, one seed per queue (each builds its own variant-B 6000-step warm-up;
+#     about 2 h 20 min per queue for the warm-up and both cells), from ../bench-tree (c6e88ff):
+#       queue a: --variant B --seeds 0 --only cpsl_paper_long equal_partition_long
+#       queue b: --variant B --seeds 1 --only cpsl_paper_long equal_partition_long
+#       then either queue: --variant B --seeds 2 --only cpsl_paper_long equal_partition_long
+#     Session 13 started queues a and b in its last hour. The same commands resume them from their last
+#     checkpoints if the next session gets the same instance (benchmarks/runs still there).
 #   On m1 or a new type, whole pairs only (each needs the full CPSL cell of the same seed on that machine):
-#     1. --seeds 2 --only cpsl_paper_long wo_cb_long (m1 has seed 0 of cpsl_paper_long and wo_st_long)
-#     2. the variant-B long cells, cpsl_paper_long with equal_partition_long
-#     3. wo_mom_long with cpsl_paper_long of the same seed
+#     the variant-B long cells, cpsl_paper_long with equal_partition_long, one seed per queue.
 # After each cell: python benchmarks/adaptation.py --table-only [--variant B] from the main checkout, commit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
