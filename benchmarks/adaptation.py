@@ -277,6 +277,11 @@ class RecordMismatch(SystemExit):
 REFERENCE_MACHINE = "m0"  # the machine type of sessions 4-9; its runs are keyed by their seed alone
 
 
+def run_key(seed: int | str, machine: str) -> str:
+    """How a run is keyed in the records: its seed on the reference machine, seed@machine on the others."""
+    return str(seed) if machine == REFERENCE_MACHINE else f"{seed}@{machine}"
+
+
 class Replicate(NamedTuple):
     """One run of a cell: a seed on one machine type. Paired differences pair equal replicates."""
 
@@ -290,7 +295,7 @@ class Replicate(NamedTuple):
 
     @property
     def key(self) -> str:
-        return str(self.seed) if self.machine == REFERENCE_MACHINE else f"{self.seed}@{self.machine}"
+        return run_key(self.seed, self.machine)
 
 
 def machine_signature() -> str:
@@ -345,8 +350,7 @@ def describe_this_machine(layout: Layout) -> str:
     signature = machine_signature()
     machine = _machine_with(read_machines(layout), signature)
     if machine is not None:
-        key = "<seed>" if machine == REFERENCE_MACHINE else f"<seed>@{machine}"
-        return f"{machine}: {signature} (its runs are keyed {key})"
+        return f"{machine}: {signature} (its runs are keyed {run_key('<seed>', machine)})"
     return (f"not in the records: {signature}. Its first warm-up, once recorded (--table-only), names it: a "
             f"machine whose CPU was not recorded if it reproduces that machine's record, else a new type")
 

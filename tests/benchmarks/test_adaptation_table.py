@@ -254,6 +254,11 @@ def test_machine_flag_names_the_recorded_type_or_says_it_is_not_recorded(adaptat
     adaptation.main(["--machine"])
     assert capsys.readouterr().out.startswith("not in the records: cpu B.")
     assert not (tmp_path / "results" / "adaptation.md").exists()  # it only reports
+    shutil.rmtree(tmp_path / "runs")
+    _write(tmp_path / "runs", "shared", 0, "warmup", 0.27)  # cpu B's own warm-up names it m1
+    adaptation.record_finished(adaptation.Layout("A"))
+    adaptation.main(["--machine"])
+    assert capsys.readouterr().out.startswith("m1: cpu B (its runs are keyed <seed>@m1)")
 
 
 def test_cells_train_on_one_thread_whatever_the_callers_environment(adaptation, tmp_path, monkeypatch):
