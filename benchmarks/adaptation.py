@@ -572,7 +572,7 @@ def partition_curves(found: dict[str, dict[Replicate, dict]]) -> dict:
     return curves
 
 
-def plot_partition_curves(curves: dict, path: Path) -> None:
+def plot_partition_curves(curves: dict, variant: str, path: Path) -> None:
     """Fig. 4 as the paper draws it (mIoU and MPA over iterations), each run thin and the mean bold, and
     a third panel with the paired difference equal - unequal."""
     from matplotlib.figure import Figure
@@ -609,7 +609,8 @@ def plot_partition_curves(curves: dict, path: Path) -> None:
     axes.set_ylabel("equal - unequal partition (points)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    figure.suptitle("Equal vs unequal partition over training (paper Fig. 4); thin lines: single runs")
+    figure.suptitle(f"Equal vs unequal partition over training (paper Fig. 4), benchmark variant {variant}; "
+                    "thin lines: single runs")
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
@@ -625,7 +626,7 @@ def write_outputs(seeds: list[int], command: str, layout: Layout) -> dict:
     table, differences = collect(found, layout), compare(found)
     curves = partition_curves(found)
     if curves:
-        plot_partition_curves(curves, RESULTS / f"{layout.results_stem}-fig4.png")
+        plot_partition_curves(curves, layout.variant, RESULTS / f"{layout.results_stem}-fig4.png")
     atomic_write_json(RESULTS / f"{layout.results_stem}.json",
                       {"command": command, "variant": layout.variant, "seeds": seeds, "cells": table,
                        "differences": differences, "partition_curves": curves,
