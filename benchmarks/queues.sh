@@ -79,22 +79,20 @@
 #            then, once shared_6k seed 2 had its pseudo labels, --variant B --seeds 2 --only equal_partition_long
 #   queue b: --variant B --seeds 1 --only cpsl_paper_long equal_partition_long, then --variant B --seeds 2
 #            --only cpsl_paper_long (building shared_6k seed 2)
-# A 10,000-step cell took 62-65 min per queue. Seed 2's two cells run side by side (the session ended
-# before they finished).
-# Left for the next sessions. First find the machine type: python benchmarks/adaptation.py --machine (m0 and
-# m1 are known by their CPUs since session 12). On a CPU not yet recorded, start the queues, and once the
+# A 10,000-step cell took 62-65 min per queue. Seed 2's two cells ran side by side; the session ended
+# before they finished.
+# Session 15 was on m0, on the same instance again. From ../bench-tree (c6e88ff) it resumed seed 2's two
+# cells from their checkpoints (step 250), one per queue, which finished them (about 60 min):
+#   queue b: --variant B --seeds 2 --only cpsl_paper_long
+#   queue a: --variant B --seeds 2 --only equal_partition_long
+# Every cell of both tables now has its 3 runs; nothing is left to run.
+# To add runs later, first find the machine type: python benchmarks/adaptation.py --machine (m0 and m1
+# are known by their CPUs since session 12). On a CPU not yet recorded, start the queues, and once the
 # first warm-up has finished run python benchmarks/adaptation.py --table-only from the main checkout: the
 # records then name it (a new type, unless it reproduces the record of a machine whose CPU is unrecorded).
 # A 10,000-step cell takes 62-80 min per queue on m0 and 90 min on m1 (two queues), a 6000-step warm-up
 # 11-12 and 16 min, a short cell about 4 and 9 min. Each 6000-step warm-up must be built by one queue only.
-#   On m0 (every cell has its 3 runs except the variant-B long cells, which have seeds 0 and 1):
-#     seed 2 of the variant-B long cells, one cell per queue, from ../bench-tree (c6e88ff). If the session
-#     gets the same instance, the same commands resume them from their checkpoints; otherwise queue b
-#     builds shared_6k seed 2 first and queue a waits for its pseudo labels (pseudo/done.json):
-#       queue b: --variant B --seeds 2 --only cpsl_paper_long
-#       queue a: --variant B --seeds 2 --only equal_partition_long
-#   On m1 or a new type, a whole pair instead (each needs the full CPSL cell of the same seed on that
-#     machine), the same two commands with its own seed.
+# A run pairs only with runs of its seed on its machine type: on m1 or a new type, run whole pairs.
 # After each cell: python benchmarks/adaptation.py --table-only [--variant B] from the main checkout, commit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
