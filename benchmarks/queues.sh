@@ -85,7 +85,8 @@
 # cells from their checkpoints (step 250), one per queue, which finished them (about 60 min):
 #   queue b: --variant B --seeds 2 --only cpsl_paper_long
 #   queue a: --variant B --seeds 2 --only equal_partition_long
-# Every cell of both tables now has its 3 runs; nothing is left to run.
+# Every adapting cell of both tables now has its 3 runs (variant B's oracle, a calibration row, has seed 0
+# only); nothing is left to run.
 # To add runs later, first find the machine type: python benchmarks/adaptation.py --machine (m0 and m1
 # are known by their CPUs since session 12). On a CPU not yet recorded, start the queues, and once the
 # first warm-up has finished run python benchmarks/adaptation.py --table-only from the main checkout: the
