@@ -49,17 +49,17 @@ def _stage_iou(run_dir: Path, stage: str) -> list | None:
 
 def drift(run_dir: Path) -> dict:
     """The marginal's start, end and the ground truth of ``run_dir`` (see module doc)."""
-    from cpsl_tf.data.datasets import class_pixel_counts
     from cpsl_tf.labels import class_names
     from cpsl_tf.run_config import read_run_config
     from cpsl_tf.run_layout import RunLayout
+    from cpsl_tf.training.adapt import ground_truth_marginal
     from cpsl_tf.training.inputs import stage_samples
 
     cfg = read_run_config(run_dir)
     layout = RunLayout(run_dir)
     state = np.load(layout.stage("cpsl").self_labeling_state)
-    counts = class_pixel_counts(stage_samples(cfg, need_val_labels=False).target_train, cfg.data.num_classes)
-    truth = counts / counts.sum()
+    target_train = stage_samples(cfg, need_val_labels=False).target_train
+    truth = ground_truth_marginal(target_train, cfg.data.num_classes)
     adapted = _stage_iou(run_dir, "cpsl")
     warm = _stage_iou(layout.stage("warmup").folder.resolve().parent, "warmup")
     variant = cfg.data.benchmark.variant if cfg.data.target == "bench" else None
@@ -121,7 +121,13 @@ def main(argv=None) -> int:
         print(f"error: no finished CPSL stage (cpsl/self_labeling.npz) in {', '.join(missing)}",
               file=sys.stderr)
         return 2
-    runs = [drift(run) for run in args.runs]
+    from cpsl_tf.command import UserError
+
+    try:
+        runs = [drift(run) for run in args.runs]
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     text = markdown(runs, command.strip())
     atomic_write_json(args.out, {"command": command.strip(), "runs": runs,
                                  "summaries": [summary(r) for r in runs],

@@ -44,3 +44,15 @@ def test_a_run_without_a_finished_cpsl_stage_is_refused(tmp_path, capsys):
     assert marginal_drift.main(["--runs", str(tmp_path), "--out", str(tmp_path / "out.json")]) == 2
     assert "no finished CPSL stage" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_run_folder_without_its_config_gets_one_message(tmp_path, capsys):
+    import numpy as np
+
+    (tmp_path / "cpsl").mkdir()
+    np.savez(tmp_path / "cpsl" / "self_labeling.npz", delta_start=np.full(19, 1 / 19),
+             delta_pseudo=np.full(19, 1 / 19))
+    assert marginal_drift.main(["--runs", str(tmp_path), "--out", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "config.json" in err and "Traceback" not in err
+    assert not (tmp_path / "out.json").exists()
