@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from cpsl_tf.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
 from cpsl_tf.labels import IGNORE_INDEX, RARE_CLASSES  # noqa: E402
+from cpsl_tf.metrics import total_variation  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 SOURCES = ("ST", "SL", "rectified")
@@ -102,10 +103,6 @@ def label_sources(run_dir: Path) -> dict:
     return result
 
 
-def _total_variation(a, b) -> float:
-    return 0.5 * float(np.abs(np.asarray(a) - np.asarray(b)).sum())
-
-
 def markdown(results: list[dict], command: str) -> str:
     def spread(values, sign=""):
         values = 100 * np.asarray(values)
@@ -119,7 +116,7 @@ def markdown(results: list[dict], command: str) -> str:
              "rectified": "rectified: argmax P_SL x P_ST (CPSL)"}
     for name in SOURCES:
         rows = [r["sources"][name] for r in results]
-        tv = [_total_variation(r["sources"][name]["share"], r["ground_truth_share"]) for r in results]
+        tv = [total_variation(r["sources"][name]["share"], r["ground_truth_share"]) for r in results]
         scores = " | ".join(spread([r[m] for r in rows]) for m in ("miou", "mpa", "pa", "rare_miou"))
         lines.append(f"| {cells[name]} | {scores} | {spread(tv)} | {len(rows)} |")
     lines += ["", "| paired difference | mIoU | per run | MPA | rare-class mIoU |", "|---|---|---|---|---|"]

@@ -30,14 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cpsl_tf.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
+from cpsl_tf.metrics import total_variation  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 VANISHED_SHARE = 5e-4
-
-
-def total_variation(a, b) -> float:
-    """Half the L1 distance between two class distributions, in [0, 1]."""
-    return 0.5 * float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).sum())
 
 
 def _stage_iou(run_dir: Path, stage: str) -> list | None:

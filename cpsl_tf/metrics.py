@@ -2,7 +2,8 @@
 
 The definitions follow the official code (``docs/official-code.md`` section 11) and supplement
 Eq. 15-16: per-class IoU and accuracy are NaN for classes absent from both ground truth and prediction
-(IoU) or from the ground truth (accuracy), and those classes are left out of the means.
+(IoU) or from the ground truth (accuracy), and those classes are left out of the means. Also the distance
+between two class distributions that the reports and benchmarks give.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def confusion_matrix(gt, pred, num_classes: int, ignore_index: int = IGNORE_INDE
         )
     counts = np.bincount(num_classes * gt + pred, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).astype(np.int64)
+
+
+def total_variation(p, q) -> float:
+    """Half the L1 distance between two class distributions, in [0, 1] (0: the same, 1: disjoint)."""
+    return 0.5 * float(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)).sum())
 
 
 def per_class_iou(conf: np.ndarray) -> np.ndarray:

@@ -75,3 +75,10 @@ def test_matches_cityscapes_evaluator(tmp_path, rng):
         cs_name = {"light": "traffic light", "sign": "traffic sign"}.get(name, name)
         assert result["classScores"][cs_name] == pytest.approx(ours["iou"][train_id], abs=1e-12), name
     assert result["averageScoreClasses"] == pytest.approx(ours["miou"], abs=1e-12)
+
+
+def test_total_variation_of_class_distributions():
+    assert metrics.total_variation([1.0, 0.0], [0.0, 1.0]) == 1.0
+    assert metrics.total_variation([0.5, 0.5], [0.5, 0.5]) == 0.0
+    # |0.75 - 0.5| + |0.25 - 0.5| = 0.5, halved.
+    assert metrics.total_variation([0.75, 0.25], [0.5, 0.5]) == pytest.approx(0.25, abs=1e-15)

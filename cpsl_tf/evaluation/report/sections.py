@@ -35,6 +35,7 @@ from cpsl_tf.evaluation.report.rendering import (
 )
 from cpsl_tf.io_utils import atomic_write_json
 from cpsl_tf.labels import RARE_CLASSES
+from cpsl_tf.metrics import total_variation
 
 
 def evenly_spaced(items: Sequence, limit: int | None) -> list:
@@ -195,7 +196,7 @@ def distribution_section(run: RunFolder, out: ReportFolder, max_images: int | No
     if "ground truth" in distributions:
         truth = distributions["ground truth"]
         rows.append(["distance to ground truth (total variation, %)",
-                     *(f"{50 * np.abs(v - truth).sum():.3g}" if label != "ground truth" else "-"
+                     *(f"{100 * total_variation(v, truth):.3g}" if label != "ground truth" else "-"
                        for label, v in distributions.items())])
     plots.plot_class_distributions(distributions, run.names, out.file("class_distribution.png"))
     return blocks + [text, table(["class", *distributions], rows),
