@@ -31,13 +31,14 @@ sys.path.insert(0, str(REPO))
 
 from cpsl_tf.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
 from cpsl_tf.metrics import total_variation  # noqa: E402
+from cpsl_tf.run_layout import RunLayout  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 VANISHED_SHARE = 5e-4
 
 
 def _stage_iou(run_dir: Path, stage: str) -> list | None:
-    path = run_dir / "results.json"
+    path = RunLayout(run_dir).results
     if not path.is_file():
         return None
     return json.loads(path.read_text()).get("stages", {}).get(stage, {}).get("iou")
@@ -47,7 +48,6 @@ def drift(run_dir: Path) -> dict:
     """The marginal's start, end and the ground truth of ``run_dir`` (see module doc)."""
     from cpsl_tf.labels import class_names
     from cpsl_tf.run_config import read_run_config
-    from cpsl_tf.run_layout import RunLayout
     from cpsl_tf.training.adapt import ground_truth_marginal
     from cpsl_tf.training.inputs import stage_samples
 
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "marginal_drift.json")
     args = parser.parse_args(argv)
     command = "python benchmarks/marginal_drift.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    missing = [str(r) for r in args.runs if not (r / "cpsl" / "self_labeling.npz").is_file()]
+    missing = [str(r) for r in args.runs if not RunLayout(r).stage("cpsl").self_labeling_state.is_file()]
     if missing:
         print(f"error: no finished CPSL stage (cpsl/self_labeling.npz) in {', '.join(missing)}",
               file=sys.stderr)
