@@ -19,7 +19,6 @@ labels then follow. Light: reads label files and JSON, runs no network. Writes `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -37,30 +36,22 @@ RESULTS = REPO / "benchmarks" / "results"
 VANISHED_SHARE = 5e-4
 
 
-def _stage_iou(run_dir: Path, stage: str) -> list | None:
-    path = RunLayout(run_dir).results
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("stages", {}).get(stage, {}).get("iou")
-
-
 def drift(run_dir: Path) -> dict:
     """The marginal's start, end and the ground truth of ``run_dir`` (see module doc)."""
-    from cpsl_tf.labels import class_names
-    from cpsl_tf.run_config import read_run_config
+    from cpsl_tf.evaluation.report.reading import read_run
     from cpsl_tf.training.adapt import ground_truth_marginal
     from cpsl_tf.training.inputs import stage_samples
 
-    cfg = read_run_config(run_dir)
-    layout = RunLayout(run_dir)
-    state = np.load(layout.stage("cpsl").self_labeling_state)
+    run = read_run(run_dir)
+    cfg = run.cfg
+    state = run.self_labeling_state()
     target_train = stage_samples(cfg, need_val_labels=False).target_train
     truth = ground_truth_marginal(target_train, cfg.data.num_classes)
-    adapted = _stage_iou(run_dir, "cpsl")
-    warm = _stage_iou(layout.stage("warmup").folder.resolve().parent, "warmup")
+    adapted = run.results.get("cpsl", {}).get("iou")
+    warmup_run = read_run(RunLayout(run_dir).stage("warmup").folder.resolve().parent)
+    warm = warmup_run.results.get("warmup", {}).get("iou")
     variant = cfg.data.benchmark.variant if cfg.data.target == "bench" else None
-    return {"run": str(run_dir), "variant": variant,
-            "seed": cfg.train.seed, "names": list(class_names(cfg.data.num_classes)),
+    return {"run": str(run_dir), "variant": variant, "seed": cfg.train.seed, "names": list(run.names),
             "start": state["delta_start"].tolist(), "end": state["delta_pseudo"].tolist(),
             "ground_truth": truth.tolist(),
             "iou_change": (np.asarray(adapted) - np.asarray(warm)).tolist() if adapted and warm else None}
